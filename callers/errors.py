@@ -1,0 +1,29 @@
+"""Call-level failures: each carries a reason from a fixed vocabulary, counted once per call."""
+
+from __future__ import annotations
+
+# The fixed vocabulary of CallRecord.failure_reason.
+FAILURE_REASONS = {
+    "signaling_unreachable": "the target did not accept a connection",
+    "signaling_timeout": "the target did not answer signaling in time",
+    "signaling_bad_answer": "the target answered signaling with something that is not an SDP answer",
+    "ice_timeout": "the media connection was not established in time",
+    "no_agent_audio": "the agent never spoke",
+    "remote_hangup_early": "the agent hung up before the caller's goal was met",
+    "call_timeout": "the call exceeded its maximum duration",
+    "caller_error": "the caller itself failed (a bug: see failure_detail)",
+    "caller_host_lost": "the process running the call died",
+}
+
+
+class CallFailed(Exception):
+    """Ends a call as failed with one reason from FAILURE_REASONS (or signaling_http_<code>)."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class ConfigError(Exception):
+    """A user error in a file or flag: the message is one line naming what and where."""

@@ -1,0 +1,192 @@
+"""Media in and out of an aiortc peer connection, stamped on one monotonic clock."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import av
+import numpy as np
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from callers.audio import FRAME_MS, STT_RATE, WIRE_RATE, StreamResampler
+from callers.audio import samples_per_frame as spf
+
+WIRE_FRAME = spf(WIRE_RATE)
+STT_FRAME = spf(STT_RATE)
+# aiortc's audio jitter buffer holds 4 packets (prefetch) before releasing one, so frames
+# come out of recv() about 80 ms after they arrived; calibrated out of every received time.
+RECEIVE_BUFFER_MS = 80.0
+
+
+class Clock:
+    """Milliseconds since the call started, on time.monotonic()."""
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+
+    def ms(self) -> float:
+        return (time.monotonic() - self.t0) * 1000.0
+
+
+@dataclass
+class Utterance:
+    """Audio to send, at the wire rate and at 16 kHz (for the recording), with its voiced span."""
+
+    text: str
+    pcm48: np.ndarray
+    pcm16: np.ndarray
+    voiced: tuple[int, int]  # first and last voiced sample, in pcm48 samples
+    mode: str = "turn"  # "turn" | "barge_in" | "backchannel" | "prompt"
+    turn_end: bool = True
+    done: asyncio.Future | None = None
+    played: int = 0
+    start_ms: float | None = None
+    end_ms: float | None = None
+    interrupted: bool = False
+
+
+@dataclass
+class Playout:
+    """What the outgoing track plays next; reports voiced start and end on the clock."""
+
+    on_event: Callable[[str, float, Utterance], None] = lambda kind, t, u: None
+    queue: deque[Utterance] = field(default_factory=deque)
+
+    def say(self, utterance: Utterance) -> asyncio.Future:
+        utterance.done = asyncio.get_running_loop().create_future()
+        self.queue.append(utterance)
+        return utterance.done
+
+    @property
+    def speaking(self) -> bool:
+        return bool(self.queue)
+
+    def stop(self, t_ms: float) -> None:
+        """Cut everything queued (barge-in on the agent side, or hang-up)."""
+        while self.queue:
+            utterance = self.queue.popleft()
+            utterance.interrupted = True
+            if utterance.start_ms is not None and utterance.end_ms is None:
+                utterance.end_ms = t_ms
+                self.on_event("speech_end", t_ms, utterance)
+            _resolve(utterance)
+
+    def next_frame(self, t_ms: float) -> tuple[np.ndarray, np.ndarray]:
+        """The next 20 ms at 48 kHz and 16 kHz; t_ms is when this frame is handed to the wire."""
+        out48 = np.zeros(WIRE_FRAME, np.int16)
+        out16 = np.zeros(STT_FRAME, np.int16)
+        if not self.queue:
+            return out48, out16
+        u = self.queue[0]
+        a, b = u.played, min(u.played + WIRE_FRAME, u.pcm48.size)
+        out48[: b - a] = u.pcm48[a:b]
+        a16, b16 = a // 3, min(b // 3, u.pcm16.size)
+        out16[: max(0, b16 - a16)] = u.pcm16[a16:b16]
+        first, last = u.voiced
+        if u.start_ms is None and a <= first < b:
+            u.start_ms = t_ms + (first - a) / WIRE_RATE * 1000
+            self.on_event("speech_start", u.start_ms, u)
+        if u.end_ms is None and a < last <= b:
+            u.end_ms = t_ms + (last - a) / WIRE_RATE * 1000
+            self.on_event("speech_end", u.end_ms, u)
+        u.played = b
+        if b >= u.pcm48.size:
+            self.queue.popleft()
+            _resolve(u)
+        return out48, out16
+
+
+def _resolve(utterance: Utterance) -> None:
+    if utterance.done is not None and not utterance.done.done():
+        utterance.done.set_result(utterance)
+
+
+class OutgoingAudioTrack(MediaStreamTrack):
+    """20 ms frames paced against a fixed deadline (start + pts/rate), so lateness self-corrects."""
+
+    kind = "audio"
+
+    def __init__(self, playout: Playout, clock: Clock) -> None:
+        super().__init__()
+        self.playout = playout
+        self.clock = clock
+        self.sent16: list[tuple[float, np.ndarray]] = []  # (t_ms, 16 kHz frame) for the recording
+        self.lateness_ms: list[float] = []
+        self._start: float | None = None
+        self._pts = 0
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._start is None:
+            self._start = time.monotonic()
+        else:
+            deadline = self._start + self._pts / WIRE_RATE
+            wait = deadline - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self.lateness_ms.append(max(0.0, -wait) * 1000)
+        t_ms = self.clock.ms()
+        pcm48, pcm16 = self.playout.next_frame(t_ms)
+        self.sent16.append((t_ms, pcm16))
+        frame = av.AudioFrame.from_ndarray(pcm48.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = WIRE_RATE
+        frame.pts = self._pts
+        frame.time_base = Fraction(1, WIRE_RATE)
+        self._pts += WIRE_FRAME
+        return frame
+
+
+async def received_frames(
+    track: MediaStreamTrack, clock: Clock
+) -> AsyncIterator[tuple[float, np.ndarray]]:
+    """Every received frame as (t_ms, 20 ms of 16 kHz mono int16) until the track ends.
+
+    t_ms is when the audio reached us: receive time minus the calibrated jitter-buffer delay.
+    """
+    resampler = StreamResampler(STT_RATE)
+    pending = np.zeros(0, np.int16)
+    next_ms: float | None = None
+    while True:
+        try:
+            frame = await track.recv()
+        except MediaStreamError:
+            return
+        arrived = clock.ms() - RECEIVE_BUFFER_MS
+        pending = np.concatenate([pending, resampler.push_frame(frame)])
+        # Stay on the stream's own 20 ms grid unless arrival drifts away (a gap or a stall).
+        if next_ms is None or abs(arrived - next_ms) > 3 * FRAME_MS:
+            next_ms = arrived
+        while pending.size >= STT_FRAME:
+            yield next_ms, pending[:STT_FRAME]
+            pending = pending[STT_FRAME:]
+            next_ms += FRAME_MS
+
+
+def place_on_timeline(chunks: list[tuple[float, np.ndarray]], rate: int) -> np.ndarray:
+    """Lay (t_ms, samples) chunks on one track at their times (for the stereo recording)."""
+    if not chunks:
+        return np.zeros(0, np.int16)
+    end = max(int(t * rate / 1000) + c.size for t, c in chunks)
+    track = np.zeros(max(0, end), np.int16)
+    for t, c in chunks:
+        i = max(0, int(t * rate / 1000))
+        track[i : i + c.size] = c[: track.size - i]
+    return track
+
+
+
+def utterance_from_pcm(
+    pcm: np.ndarray, rate: int, text: str, *, mode: str = "turn", record: bool = True
+) -> Utterance:
+    """Prepare synthesized audio for the wire (48 kHz) and, if recorded, at 16 kHz."""
+    from callers.audio import resample, voiced_bounds
+
+    pcm48 = resample(pcm, rate, WIRE_RATE)
+    pcm16 = resample(pcm, rate, STT_RATE) if record else np.zeros(0, np.int16)
+    return Utterance(text, pcm48, pcm16, voiced_bounds(pcm48, WIRE_RATE), mode=mode)

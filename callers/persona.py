@@ -1,0 +1,202 @@
+"""Persona files: pydantic models for the YAML, and loading that fails with one clear line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+from callers.errors import ConfigError
+
+PERSONAS_DIR = Path(__file__).parents[1] / "personas"
+
+
+def _between(lo: float, hi: float, *, exclusive: bool = False) -> AfterValidator:
+    """A range check whose message reads well in a one-line ConfigError."""
+
+    def check(value: float) -> float:
+        inside = lo < value < hi if exclusive else lo <= value <= hi
+        if not inside:
+            bounds = "strictly between" if exclusive else "between"
+            raise ValueError(f"must be {bounds} {lo:g} and {hi:g}, got {value:g}")
+        return value
+
+    return AfterValidator(check)
+
+
+# Strict so that YAML's `true` or "250" is not silently taken for a number.
+Number = Annotated[float, Field(strict=True)]
+Whole = Annotated[int, Field(strict=True)]
+Probability = Annotated[Number, _between(0, 1)]
+
+
+class _Model(BaseModel):
+    # Unknown fields are rejected so a typo ("colour", "snr") fails instead of being ignored.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Facts(_Model):
+    """The ground truth the caller knows and the agent should understand."""
+
+    first_name: str = Field(min_length=1)
+    last_name: str = Field(min_length=1)
+    amount: Annotated[Number, Field(gt=0)]
+    reason: str = Field(min_length=1)
+    other: dict[str, str] = Field(default_factory=dict)
+
+
+class Voice(_Model):
+    """How the caller sounds: Piper model, rate and timbre variant."""
+
+    model: str | None = None  # path to a Piper .onnx; None = bundled en_US-joe-medium
+    speaking_rate: Annotated[Number, _between(0.5, 2.0, exclusive=True)] = 1.0
+    variant: Annotated[Whole, _between(0, 4)] = 0
+
+
+class Temperament(_Model):
+    """Character knobs of the scripted policy."""
+
+    patience: Probability = 0.5
+    verbosity: Probability = 0.3
+
+
+class Behaviour(_Model):
+    """One turn-taking behaviour and how often it happens."""
+
+    probability: Probability = 0.0
+
+
+class Behaviours(_Model):
+    """Turn-taking behaviours; all off by default."""
+
+    barge_in: Behaviour = Behaviour()
+    backchannel: Behaviour = Behaviour()
+    hesitation: Behaviour = Behaviour()
+    correction: Behaviour = Behaviour()
+    silence: Behaviour = Behaviour()
+
+
+class Environment(_Model):
+    """The acoustic background mixed under the caller's speech."""
+
+    noise: Literal["none", "white", "pink", "brown", "babble", "street", "cafe"] = "none"
+    snr_db: Annotated[Number, _between(-10, 60)] = 30.0
+
+
+class Line(_Model):
+    """The telephone line: codec, band limit and packet loss."""
+
+    codec: Literal["opus", "pcmu"] = "opus"
+    band_limit: bool = Field(default=False, strict=True)
+    packet_loss_pct: Annotated[Number, _between(0, 30)] = 0.0
+
+
+class Persona(_Model):
+    """One caller: who they are, what they want, how they sound and behave."""
+
+    id: str = Field(pattern=r"^[a-z0-9-]+$")
+    display_name: str = Field(min_length=1)
+    goal: str = Field(min_length=1)
+    facts: Facts
+    voice: Voice = Voice()
+    temperament: Temperament = Temperament()
+    behaviours: Behaviours = Behaviours()
+    environment: Environment = Environment()
+    line: Line = Line()
+
+
+# pydantic error type -> what was expected, for messages a persona author can act on.
+_EXPECTED = {
+    "missing": "field required",
+    "extra_forbidden": "unknown field",
+    "string_type": "expected text",
+    "string_too_short": "must not be empty",
+    "string_pattern_mismatch": "must be a slug of a-z, 0-9 and '-'",
+    "float_type": "expected a number",
+    "float_parsing": "expected a number",
+    "int_type": "expected a whole number",
+    "int_parsing": "expected a whole number",
+    "int_from_float": "expected a whole number",
+    "bool_type": "expected true or false",
+    "bool_parsing": "expected true or false",
+    "dict_type": "expected a mapping",
+    "model_type": "expected a mapping",
+    "model_attributes_type": "expected a mapping",
+}
+
+
+def _describe(error: dict[str, Any]) -> str:
+    """One pydantic error as '<field.path>: <what was expected>'."""
+    where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    kind = error["type"]
+    if kind == "value_error":  # our range checks: the message already says it all
+        what = str(error["ctx"]["error"])
+    elif kind == "literal_error":
+        what = f"must be one of {error['ctx']['expected']}, got {error['input']!r}"
+    elif kind == "greater_than":
+        what = f"must be greater than {error['ctx']['gt']:g}, got {error['input']!r}"
+    elif kind in ("missing", "extra_forbidden"):
+        what = _EXPECTED[kind]
+    else:
+        what = f"{_EXPECTED.get(kind, error['msg'])}, got {error['input']!r}"
+    return f"{where}: {what}"
+
+
+def load_persona(path: str | Path) -> Persona:
+    """Read and validate one persona file; any problem is a one-line ConfigError."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read persona file: {e.strerror or e}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or "not valid YAML"
+        raise ConfigError(f"{path}: invalid YAML{at}: {problem}") from None
+    if data is None:
+        raise ConfigError(f"{path}: the file is empty, expected persona fields")
+    if not isinstance(data, dict):
+        kind = type(data).__name__
+        raise ConfigError(f"{path}: expected a mapping of persona fields, got {kind}")
+    try:
+        return Persona.model_validate(data)
+    except ValidationError as e:
+        errors = e.errors(include_url=False)
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ConfigError(f"{path}: {_describe(errors[0])}{more}") from None
+
+
+def list_personas(directory: str | Path = PERSONAS_DIR) -> list[Persona]:
+    """All personas in a directory, sorted by id; duplicate ids are a ConfigError."""
+    files = sorted([*Path(directory).glob("*.yaml"), *Path(directory).glob("*.yml")])
+    seen: dict[str, Path] = {}
+    personas = []
+    for file in files:
+        persona = load_persona(file)
+        if persona.id in seen:
+            raise ConfigError(f"{file}: id: {persona.id!r} is already used by {seen[persona.id]}")
+        seen[persona.id] = file
+        personas.append(persona)
+    return sorted(personas, key=lambda p: p.id)
+
+
+def find_persona(persona_id: str, directory: str | Path = PERSONAS_DIR) -> Persona:
+    """The persona with this id in a directory, or a ConfigError listing the known ids."""
+    personas = list_personas(directory)
+    for persona in personas:
+        if persona.id == persona_id:
+            return persona
+    known = ", ".join(p.id for p in personas) or "none"
+    raise ConfigError(f"unknown persona {persona_id!r} in {directory} (known: {known})")
+
+
+def resolve_persona(name_or_path: str | Path) -> Persona:
+    """A persona from a file path, or by id from the shipped personas/ folder."""
+    text = str(name_or_path)
+    if text.endswith((".yaml", ".yml")) or "/" in text or Path(text).is_file():
+        return load_persona(name_or_path)
+    return find_persona(text)

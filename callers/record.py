@@ -1,0 +1,71 @@
+"""The result of one call, as plain JSON-able dataclasses (the output contract of DESIGN.md)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class Turn:
+    """One stretch of speech with its transcript, on the caller's clock (ms since call start)."""
+
+    speaker: str  # "agent" | "caller"
+    text: str
+    start_ms: float
+    end_ms: float
+
+
+@dataclass
+class TimelineEvent:
+    """Something that happened at a known time: speech starts/ends, hang-up, fallbacks."""
+
+    kind: str
+    t_ms: float
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "t_ms": round(self.t_ms, 1), **self.detail}
+
+
+@dataclass
+class Understanding:
+    """What the agent understood of each ground-truth fact, and where that came from."""
+
+    expected: dict[str, str] = field(default_factory=dict)
+    understood: dict[str, str] = field(default_factory=dict)
+    correct: dict[str, bool] = field(default_factory=dict)
+    source: str = "none"  # "agent-state" | "read-back" | "llm-judge" | "none"
+
+
+@dataclass
+class CallRecord:
+    """Everything one call leaves behind; one line of calls.jsonl."""
+
+    call_id: str
+    persona: str
+    seed: int
+    target: str = ""
+    status: str = "failed"  # "completed" | "failed"
+    failure_reason: str | None = None
+    failure_detail: str | None = None
+    started_at: float = 0.0  # wall clock (epoch seconds) at call start
+    duration_s: float = 0.0
+    concurrency_at_start: int = 1
+    turns: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    understanding: dict[str, Any] = field(default_factory=dict)
+    network: dict[str, Any] = field(default_factory=dict)
+    generator: dict[str, Any] = field(default_factory=dict)
+    audio: str | None = None
+    transport: dict[str, Any] = field(default_factory=dict)
+    agent_state: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CallRecord:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)

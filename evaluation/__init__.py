@@ -1,0 +1,1 @@
+"""Grading: per-call metrics and run aggregates from CallRecords (no aiortc, no Ray)."""

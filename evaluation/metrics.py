@@ -1,0 +1,164 @@
+"""Per-call turn-taking metrics from a call's timeline events (DESIGN.md definitions)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+Event = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A half-open stretch [start, end) of one kind of activity on the caller's clock."""
+
+    start: float
+    end: float
+    open: bool = False  # no end event: the call ended while this was still going
+    info: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def contains(self, t: float) -> bool:
+        return self.start <= t < self.end
+
+
+def sorted_events(events: Iterable[Event]) -> list[Event]:
+    """Events ordered by time; the sort is stable so same-time events keep the session's order."""
+    return sorted((e for e in events if "kind" in e and "t_ms" in e), key=lambda e: e["t_ms"])
+
+
+def end_time(events: list[Event]) -> float:
+    """The call's last known time: the latest event."""
+    return max((float(e["t_ms"]) for e in events), default=0.0)
+
+
+def intervals(events: list[Event], start_kind: str, end_kind: str) -> list[Interval]:
+    """Pair start/end events into intervals; an unterminated one ends at the last event time."""
+    out: list[Interval] = []
+    current: Event | None = None
+    for e in sorted_events(events):
+        if e["kind"] == start_kind and current is None:
+            current = e
+        elif e["kind"] == end_kind and current is not None:
+            out.append(Interval(float(current["t_ms"]), float(e["t_ms"]), info=current))
+            current = None
+        # A repeated start or an orphan end is a logging glitch: ignore rather than invent speech.
+    if current is not None:
+        out.append(Interval(float(current["t_ms"]), end_time(events), open=True, info=current))
+    return out
+
+
+def _mode(iv: Interval) -> str:
+    return iv.info.get("mode") or "turn"
+
+
+def _covering(segments: list[Interval], t: float) -> Interval | None:
+    return next((s for s in segments if s.contains(t)), None)
+
+
+def _responses(
+    ctes: list[float], agent: list[Interval], caller: list[Interval], call_end: float,
+    dead_air_ms: float,
+) -> tuple[list[float], int]:
+    """Response latencies and dead-air count, one look per caller turn end."""
+    turn_starts = sorted(s.start for s in caller if _mode(s) != "backchannel")
+    latencies: list[float] = []
+    dead_air = 0
+    for cte in ctes:
+        # Agent already talking at CTE: its response began before the caller finished (negative
+        # latency), which is talk-over or a cut-off, never a latency.
+        if any(a.start < cte < a.end for a in agent):
+            continue
+        # A response belongs to this CTE only until the caller starts another turn.
+        next_turn = next((t for t in turn_starts if t > cte), None)
+        window_end = call_end if next_turn is None else next_turn
+        start = next((a.start for a in agent if cte <= a.start < window_end), None)
+        if start is not None:
+            latencies.append(round(start - cte, 1))
+        # Silence lasts until the agent speaks, the caller speaks again, or the call ends.
+        silence_end = min(x for x in (start, next_turn, call_end) if x is not None)
+        if silence_end - cte > dead_air_ms:
+            dead_air += 1
+    return latencies, dead_air
+
+
+def _barge_ins(
+    agent: list[Interval], caller: list[Interval], not_stopped_ms: float
+) -> tuple[list[float], int]:
+    """Stop latencies of barged-in agent speech, and how many kept talking past the limit."""
+    stops: list[float] = []
+    not_stopped = 0
+    barged: set[int] = set()
+    for seg in caller:
+        if _mode(seg) == "backchannel":
+            continue
+        a = _covering(agent, seg.start)
+        # One measurement per agent segment: a second interruption of the same speech adds nothing.
+        if a is None or id(a) in barged:
+            continue
+        barged.add(id(a))
+        kept_talking = a.end - seg.start
+        if kept_talking > not_stopped_ms:
+            not_stopped += 1
+        elif not a.open:  # a call that ended mid-speech tells nothing about stopping
+            stops.append(round(kept_talking, 1))
+    return stops, not_stopped
+
+
+def _false_yields(agent: list[Interval], backchannels: list[Interval], window_ms: float) -> int:
+    """Backchannels during agent speech after which the agent fell silent within the window."""
+    count = 0
+    for bc in backchannels:
+        a = _covering(agent, bc.start)
+        if a is not None and not a.open and a.end <= bc.end + window_ms:
+            count += 1
+    return count
+
+
+def _agent_starts(
+    agent: list[Interval], caller: list[Interval], hesitations: list[Interval]
+) -> tuple[int, int]:
+    """Agent starts over a caller turn (talk-over) and inside a caller hesitation (cut-off)."""
+    talk_over = 0
+    premature = 0
+    for a in agent:
+        speaking = _covering(caller, a.start)
+        # Speech over a backchannel is the agent keeping its turn; over caller speech that
+        # itself began over the agent (a barge-in) it is judged by the barge-in metrics.
+        barge_in = speaking is not None and _covering(agent, speaking.start) is not None
+        if speaking is not None and _mode(speaking) == "turn" and not barge_in:
+            talk_over += 1
+        elif speaking is None and _covering(hesitations, a.start) is not None:
+            premature += 1
+    return talk_over, premature
+
+
+def call_metrics(
+    events: list[Event],
+    *,
+    dead_air_ms: float = 3000,
+    not_stopped_ms: float = 2000,
+    false_yield_ms: float = 500,
+) -> dict[str, Any]:
+    """Compute the DESIGN.md per-call metrics (plus the backchannel count) from timeline events."""
+    events = sorted_events(events)
+    call_end = end_time(events)
+    agent = intervals(events, "agent_speech_start", "agent_speech_end")
+    caller = intervals(events, "caller_speech_start", "caller_speech_end")
+    hesitations = intervals(events, "hesitation_start", "hesitation_end")
+    ctes = [float(e["t_ms"]) for e in events if e["kind"] == "caller_turn_end"]
+    backchannels = [s for s in caller if _mode(s) == "backchannel"]
+
+    latencies, dead_air = _responses(ctes, agent, caller, call_end, dead_air_ms)
+    stops, not_stopped = _barge_ins(agent, caller, not_stopped_ms)
+    talk_over, premature = _agent_starts(agent, caller, hesitations)
+    return {
+        "response_latency_ms": latencies,
+        "barge_in_stop_ms": stops,
+        "barge_in_not_stopped": not_stopped,
+        "talk_over": talk_over,
+        "false_yield": _false_yields(agent, backchannels, false_yield_ms),
+        "premature_cutoff": premature,
+        "dead_air": dead_air,
+        "backchannels": len(backchannels),
+    }

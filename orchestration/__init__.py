@@ -1,0 +1,1 @@
+"""Running calls: the CLI, the run directory, and the fleet."""

@@ -1,0 +1,110 @@
+"""HTTP signaling for the reference agent: json-offer (POST /offer) and WHIP (POST /whip)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+
+from aiohttp import web
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+from callers.loopback import is_loopback_url, keep_loopback_candidates, loopback_only
+from callers.transport import close_peer_connection
+from reference_agent.call import AgentCall, AgentKnobs, SpeechModels
+
+log = logging.getLogger(__name__)
+
+
+class AgentServer:
+    """Answers offers with a new AgentCall each; keeps media on loopback when bound there."""
+
+    def __init__(self, models: SpeechModels, knobs: AgentKnobs, host: str = "127.0.0.1") -> None:
+        self.models = models
+        self.knobs = knobs
+        self.local = is_loopback_url(f"http://{host}/")
+        self.calls: dict[str, AgentCall] = {}
+        self._background: set[asyncio.Task] = set()
+        self.app = web.Application()
+        self.app.add_routes(
+            [
+                web.post("/offer", self.json_offer),
+                web.post("/whip", self.whip_offer),
+                web.delete("/whip/{call_id}", self.whip_delete),
+                web.get("/health", self.health),
+            ]
+        )
+        self.app.on_shutdown.append(self._close_all)
+
+    async def _answer(self, offer_sdp: str) -> tuple[str, str]:
+        if self.local:
+            offer_sdp = keep_loopback_candidates(offer_sdp)
+        # Local: no STUN (candidates come from callers.loopback); else aiortc's default STUN.
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]) if self.local else None)
+        call_id = uuid.uuid4().hex[:12]
+        call = AgentCall(pc, self.models, self.knobs)
+        self.calls[call_id] = call
+        with loopback_only(self.local):
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            await pc.setLocalDescription(await pc.createAnswer())
+        call.start()
+        forget = asyncio.create_task(self._forget_when_ended(call_id, call))
+        self._background.add(forget)
+        forget.add_done_callback(self._background.discard)
+        return call_id, pc.localDescription.sdp
+
+    async def _forget_when_ended(self, call_id: str, call: AgentCall) -> None:
+        await call.ended.wait()
+        self.calls.pop(call_id, None)
+
+    async def json_offer(self, request: web.Request) -> web.Response:
+        try:
+            body = json.loads(await request.text())
+            sdp, kind = body["sdp"], body.get("type", "offer")
+        except (ValueError, KeyError, TypeError):
+            return web.json_response({"error": "expected JSON {sdp, type}"}, status=400)
+        if kind != "offer" or not str(sdp).startswith("v=0"):
+            return web.json_response({"error": "expected an SDP offer"}, status=400)
+        _, answer = await self._answer(sdp)
+        return web.json_response({"sdp": answer, "type": "answer"})
+
+    async def whip_offer(self, request: web.Request) -> web.Response:
+        if request.content_type != "application/sdp":
+            return web.Response(status=415, text="expected Content-Type: application/sdp")
+        sdp = await request.text()
+        if not sdp.startswith("v=0"):
+            return web.Response(status=400, text="expected an SDP offer")
+        call_id, answer = await self._answer(sdp)
+        return web.Response(
+            status=201,
+            text=answer,
+            content_type="application/sdp",
+            headers={"Location": f"/whip/{call_id}"},
+        )
+
+    async def whip_delete(self, request: web.Request) -> web.Response:
+        call = self.calls.pop(request.match_info["call_id"], None)
+        if call is None:
+            return web.Response(status=404, text="no such session (already ended)")
+        await call.hang_up()
+        return web.Response(status=200)
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.json_response({"ok": True, "calls": len(self.calls)})
+
+    async def _close_all(self, app: web.Application) -> None:
+        await asyncio.gather(
+            *(close_peer_connection(c.pc) for c in list(self.calls.values())),
+            return_exceptions=True,
+        )
+
+
+async def serve(server: AgentServer, host: str, port: int) -> tuple[web.AppRunner, int]:
+    """Start listening; returns the runner and the bound port (port 0 picks a free one)."""
+    runner = web.AppRunner(server.app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, bound
