@@ -95,7 +95,7 @@ _REASON_PATTERN = (r"help you|help with|how can i help|how may i (?:help|assist)
 
 # "I have your last name as Smith": the marker, then the name up to the end of the sentence.
 _NAME_READ_BACK = re.compile(
-    r"\b(?<!my )(?:(first|last|sur|family) ?|your (?:full )?)name,? (?:as|is|was)\b", re.I)
+    r"\b(?<!my )(?:(first|last|sur|family) ?|your (?:full )?)name,? (?:as|is|was|of)\b", re.I)
 # A number only counts as a read-back amount when money words say it is one.
 _MONEY_CONTEXT = re.compile(r"\$|\b(?:dollars?|bucks|usd)\b|\bamount,? (?:is|as|was)\b", re.I)
 

@@ -1,0 +1,120 @@
+"""The `callfleet` command line. Exit codes: 0 ok, 1 gates failed, 2 bad config/usage, 3 aborted."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from callers.errors import ConfigError
+
+EXIT_OK, EXIT_GATES_FAILED, EXIT_USAGE, EXIT_ABORTED = 0, 1, 2, 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="callfleet", description=__doc__.split(".")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="start the reference agent on loopback and call it")
+    demo.add_argument("--calls", type=_positive_int, default=3)
+    demo.add_argument("--concurrency", type=_positive_int, default=3)
+    demo.add_argument("--out", type=Path, default=Path("runs"), help="parent of the run dir")
+    demo.add_argument("--seed", type=int, default=1)
+
+    agent = sub.add_parser("agent", help="run the reference voice agent")
+    agent.add_argument("--host", default="127.0.0.1")
+    agent.add_argument("--port", type=int, default=8080, help="0 picks a free port")
+    agent.add_argument("--response-delay-ms", type=_non_negative_int, default=0)
+    agent.add_argument("--barge-in", choices=["stop", "ignore"], default="stop")
+    agent.add_argument("--mishear", choices=["amount", "last_name"], action="append", default=[])
+    agent.add_argument("--drop-after-turns", type=_positive_int, default=None)
+
+    report = sub.add_parser("report", help="rebuild summary.json from a run's calls.jsonl")
+    report.add_argument("run_dir", type=Path)
+
+    personas = sub.add_parser("personas", help="list or validate persona files")
+    persona_sub = personas.add_subparsers(dest="personas_command", required=True)
+    persona_sub.add_parser("list", help="the shipped personas")
+    validate = persona_sub.add_parser("validate", help="check persona YAML files")
+    validate.add_argument("files", nargs="+", type=Path)
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    value = _non_negative_int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number above 0, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {text!r}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)  # usage errors exit 2 with one line from argparse
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as e:
+        print(f"callfleet: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("callfleet: interrupted", file=sys.stderr)
+        return EXIT_ABORTED
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from orchestration.demo import run_demo
+
+    return run_demo(calls=args.calls, concurrency=args.concurrency, out=args.out, seed=args.seed)
+
+
+def _agent(args: argparse.Namespace) -> int:
+    from reference_agent.main import run_agent
+
+    return asyncio.run(run_agent(args))
+
+
+def _report(args: argparse.Namespace) -> int:
+    from orchestration.reporting import rebuild_report
+
+    return rebuild_report(args.run_dir)
+
+
+def _personas(args: argparse.Namespace) -> int:
+    from callers.persona import list_personas, load_persona
+
+    if args.personas_command == "list":
+        for p in list_personas():
+            f = p.facts
+            print(f"{p.id:28} {p.display_name:18} {f.amount:>8g}  {p.goal}")
+        return EXIT_OK
+    failed = 0
+    for path in args.files:
+        try:
+            persona = load_persona(path)
+            print(f"{path}: ok ({persona.id})")
+        except ConfigError as e:
+            print(e, file=sys.stderr)
+            failed += 1
+    return EXIT_USAGE if failed else EXIT_OK
+
+
+COMMANDS = {"demo": _demo, "agent": _agent, "report": _report, "personas": _personas}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

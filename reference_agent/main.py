@@ -1,0 +1,38 @@
+"""`callfleet agent`: load the speech models once, serve calls until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+from callers.stt import Transcriber
+from callers.tts import Synthesizer
+from reference_agent.call import AgentKnobs, SpeechModels
+from reference_agent.server import AgentServer, serve
+
+
+async def run_agent(args) -> int:
+    knobs = AgentKnobs(
+        response_delay_ms=args.response_delay_ms,
+        barge_in=args.barge_in,
+        mishear=frozenset(args.mishear),
+        drop_after_turns=args.drop_after_turns,
+    )
+    stt, tts = await asyncio.gather(
+        asyncio.to_thread(Transcriber, cpu_threads=1, workers=2), asyncio.to_thread(Synthesizer)
+    )
+    server = AgentServer(SpeechModels(stt, tts), knobs, host=args.host)
+    runner, port = await serve(server, args.host, args.port)
+    url = f"http://{args.host}:{port}"
+    # The first line is read by `callfleet demo` to find the port: keep its format.
+    print(f"callfleet agent listening on {url} (json-offer: {url}/offer, whip: {url}/whip)",
+          flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+    stt.close()
+    tts.close()
+    return 0
