@@ -8,9 +8,20 @@ from dataclasses import dataclass
 import numpy as np
 import webrtcvad
 
-from callers.audio import FRAME_MS, STT_RATE, samples_per_frame
+from callers.audio import FRAME_MS, STT_RATE, rms_dbfs, samples_per_frame
 
 FRAME_SAMPLES = samples_per_frame(STT_RATE)
+# webrtcvad keeps calling frames "speech" for ~120-270 ms after the voice has faded (its own
+# internal hangover), which made every speech end that much late. The end of a segment is
+# therefore the last VAD-voiced frame that is also loud: above the level voiced_bounds() uses
+# for the caller's own speech (-40 dBFS), or within END_RANGE_DB of the segment's loudest
+# frame for a quiet agent. Only the end *time* is gated; splitting still follows the VAD.
+END_LEVEL_DBFS = -40.0
+END_RANGE_DB = 25.0
+# webrtcvad also calls the first ~100 ms of any noise "speech" while its noise model adapts
+# (at stream start, or when line noise follows digital silence): a segment only starts on
+# frames that are both VAD-voiced and above this floor.
+START_LEVEL_DBFS = -50.0
 
 
 @dataclass
@@ -51,6 +62,7 @@ class SpeechSegmenter:
         self._frames: list[np.ndarray] = []
         self._start_ms = 0.0
         self._last_voiced_end_ms = 0.0
+        self._peak_dbfs = float("-inf")
         self._silent_run = 0
         self.in_speech = False
 
@@ -58,7 +70,8 @@ class SpeechSegmenter:
         """Feed one 20 ms frame that starts at t_ms; returns the events it completes."""
         voiced = self._vad.is_speech(frame.tobytes(), STT_RATE)
         if not self.in_speech:
-            self._recent.append((t_ms, frame, voiced))
+            loud = voiced and rms_dbfs(frame) >= START_LEVEL_DBFS
+            self._recent.append((t_ms, frame, loud))
             run = list(self._recent)[-self._start_frames :]
             if len(run) == self._start_frames and all(v for _, _, v in run):
                 return [self._begin(run[0][0])]
@@ -66,7 +79,10 @@ class SpeechSegmenter:
         self._frames.append(frame)
         if voiced:
             self._silent_run = 0
-            self._last_voiced_end_ms = t_ms + FRAME_MS
+            level = rms_dbfs(frame)
+            self._peak_dbfs = max(self._peak_dbfs, level)
+            if level >= min(END_LEVEL_DBFS, self._peak_dbfs - END_RANGE_DB):
+                self._last_voiced_end_ms = t_ms + FRAME_MS
         else:
             self._silent_run += 1
         if self._silent_run >= self._hangover_frames or len(self._frames) >= self._max_frames:
@@ -82,6 +98,7 @@ class SpeechSegmenter:
         self._start_ms = start_ms
         self._frames = [f for _, f, _ in self._recent]  # pre-roll keeps the first phoneme
         self._last_voiced_end_ms = self._recent[-1][0] + FRAME_MS
+        self._peak_dbfs = max(rms_dbfs(f) for _, f, _ in self._recent)
         self._silent_run = 0
         self._recent.clear()
         return VadEvent("start", start_ms)
