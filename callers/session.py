@@ -50,6 +50,14 @@ class CallerModels:
     tts: Synthesizer
 
 
+async def load_caller_models() -> CallerModels:
+    """Load Whisper and Piper once per process, off the event loop."""
+    stt, tts = await asyncio.gather(
+        asyncio.to_thread(Transcriber, cpu_threads=1), asyncio.to_thread(Synthesizer)
+    )
+    return CallerModels(stt, tts)
+
+
 @dataclass(frozen=True)
 class SessionLimits:
     connect_timeout_s: float = 15.0

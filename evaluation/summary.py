@@ -8,7 +8,10 @@ from typing import Any
 
 import numpy as np
 
+Cache = dict[int, list[float]]
 SATURATED_PACING_MS = 20.0  # generator p99 lateness above which its own latency numbers lie
+KNEE_LATENCY_FACTOR = 2.0  # knee: p95 latency above this multiple of the lowest level's...
+KNEE_COMPLETION_DROP = 0.05  # ...or completion more than this many (5) points below it
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -35,15 +38,35 @@ def _number(value: Any) -> float | None:
 
 
 def _numbers(values: Any) -> list[float]:
-    return [v for v in (_number(x) for x in values or []) if v is not None]
+    # Fast path for the common case (plain finite floats): this runs for every latency.
+    out = []
+    for x in values or ():
+        if type(x) is float:
+            if x - x == 0.0:  # finite: inf - inf and nan - nan are nan
+                out.append(x)
+        else:
+            v = _number(x)
+            if v is not None:
+                out.append(v)
+    return out
 
 
 def _metric(record: dict[str, Any], name: str) -> Any:
     return (record.get("metrics") or {}).get(name)
 
 
-def _latencies(records: list[dict[str, Any]]) -> list[float]:
-    return [v for r in records for v in _numbers(_metric(r, "response_latency_ms"))]
+def _latencies(records: list[dict[str, Any]], cache: Cache | None = None) -> list[float]:
+    """Every response latency of these calls, pooled; `cache` memoises per-record extraction
+    within one summarize() call, which slices the same records five ways."""
+    if cache is None:
+        return [v for r in records for v in _numbers(_metric(r, "response_latency_ms"))]
+    out: list[float] = []
+    for r in records:
+        values = cache.get(id(r))
+        if values is None:
+            values = cache[id(r)] = _numbers(_metric(r, "response_latency_ms"))
+        out.extend(values)
+    return out
 
 
 def _calls(records: list[dict[str, Any]], planned: int | None) -> dict[str, Any]:
@@ -63,8 +86,20 @@ def _calls(records: list[dict[str, Any]], planned: int | None) -> dict[str, Any]
     }
 
 
-def _latency(records: list[dict[str, Any]]) -> dict[str, Any]:
-    values = _latencies(records)
+def _completion(records: list[dict[str, Any]], planned: int | None) -> dict[str, Any]:
+    """Completion over planned calls (a planned call that never started did not complete);
+    task completion also needs every graded fact understood (DESIGN.md)."""
+    n = len(records) if planned is None else max(planned, len(records))
+    completed = [r for r in records if r.get("status") == "completed"]
+    return {
+        "rate": _rate(len(completed), n),
+        "task_rate": _rate(sum(1 for r in completed if _all_correct(r)), n),
+        "n": n,
+    }
+
+
+def _latency(records: list[dict[str, Any]], cache: Cache | None = None) -> dict[str, Any]:
+    values = _latencies(records, cache)
     return {
         "p50": percentile(values, 50),
         "p95": percentile(values, 95),
@@ -130,21 +165,102 @@ def _network(records: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _by_concurrency(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    groups: dict[int, list[dict[str, Any]]] = defaultdict(list)
+def _concurrency(record: dict[str, Any]) -> int:
+    value = _number(record.get("concurrency_at_start"))
+    return int(value) if value is not None else 0
+
+
+def _all_correct(record: dict[str, Any]) -> bool | None:
+    """Whether every graded fact was understood; None for a call that was never scored."""
+    correct = (record.get("understanding") or {}).get("correct")
+    return all(correct.values()) if correct else None
+
+
+def _group(records: list[dict[str, Any]], cache: Cache | None = None) -> dict[str, Any]:
+    """The per-slice block (persona, phase): calls, completion, latency, understanding, with n."""
+    latencies = _latencies(records, cache)
+    completed = sum(1 for r in records if r.get("status") == "completed")
+    scored = [ok for ok in map(_all_correct, records) if ok is not None]
+    return {
+        "calls": len(records),
+        "completed": completed,
+        "completion_rate": _rate(completed, len(records)),
+        "latency_ms": {
+            "p50": percentile(latencies, 50),
+            "p95": percentile(latencies, 95),
+            "p99": percentile(latencies, 99),
+            "n": len(latencies),
+        },
+        "understanding": {"all_correct_rate": _rate(sum(scored), len(scored)), "n": len(scored)},
+    }
+
+
+def _grouped(records: list[dict[str, Any]], key: Any) -> dict[Any, list[dict[str, Any]]]:
+    groups: dict[Any, list[dict[str, Any]]] = defaultdict(list)
     for r in records:
-        groups[int(r.get("concurrency_at_start") or 0)].append(r)
-    return [
-        {
+        groups[key(r)].append(r)
+    return groups
+
+
+def _by_persona(records: list[dict[str, Any]], cache: Cache | None = None) -> dict[str, Any]:
+    groups = _grouped(records, lambda r: str(r.get("persona") or "unknown"))
+    return {name: _group(group, cache) for name, group in sorted(groups.items())}
+
+
+def _by_concurrency(records: list[dict[str, Any]], cache: Cache | None = None
+                    ) -> list[dict[str, Any]]:
+    rows = []
+    for level, group in sorted(_grouped(records, _concurrency).items()):
+        latencies = _latencies(group, cache)
+        completed = sum(1 for r in group if r.get("status") == "completed")
+        rows.append({
             "concurrency": level,
             "calls": len(group),
-            "latency_p95_ms": percentile(_latencies(group), 95),
-            "completion_rate": _rate(
-                sum(1 for r in group if r.get("status") == "completed"), len(group)
-            ),
-        }
-        for level, group in sorted(groups.items())
+            "latency_p95_ms": percentile(latencies, 95),
+            "completion_rate": _rate(completed, len(group)),
+            "latency_p50_ms": percentile(latencies, 50),
+            "latency_p99_ms": percentile(latencies, 99),
+            "latency_n": len(latencies),
+            "completed": completed,
+        })
+    return rows
+
+
+def find_knee(curve: list[dict[str, Any]]) -> dict[str, Any]:
+    """The first level past the lowest where p95 latency > 2x the lowest's, or completion is
+    more than 5 points below it. Levels without latency data are judged on completion only."""
+    if not curve:
+        return {"baseline_concurrency": None, "knee": None, "reason": None}
+    base = curve[0]
+    base_p95, base_done = base.get("latency_p95_ms"), base.get("completion_rate")
+    for row in curve[1:]:
+        p95, done = row.get("latency_p95_ms"), row.get("completion_rate")
+        if base_p95 is not None and p95 is not None and p95 > KNEE_LATENCY_FACTOR * base_p95:
+            reason = (f"p95 latency {p95:g} ms > {KNEE_LATENCY_FACTOR:g}x baseline "
+                      f"{base_p95:g} ms (concurrency {base['concurrency']})")
+            return {"baseline_concurrency": base["concurrency"], "knee": row["concurrency"],
+                    "reason": reason}
+        # Rates are rounded to 4 places: compare with a hair of slack so 5.00 points is no knee.
+        drop = None if base_done is None or done is None else base_done - done
+        if drop is not None and drop > KNEE_COMPLETION_DROP + 1e-9:
+            reason = (f"completion {done:.1%} is more than {KNEE_COMPLETION_DROP * 100:g} points "
+                      f"below baseline {base_done:.1%} (concurrency {base['concurrency']})")
+            return {"baseline_concurrency": base["concurrency"], "knee": row["concurrency"],
+                    "reason": reason}
+    return {"baseline_concurrency": base["concurrency"], "knee": None, "reason": None}
+
+
+def _degradation(curve: list[dict[str, Any]]) -> dict[str, Any]:
+    points = [
+        {k: row[k] for k in ("concurrency", "calls", "latency_p95_ms", "completion_rate")}
+        for row in curve
     ]
+    return {"curve": points, **find_knee(points)}
+
+
+def _phase(record: dict[str, Any]) -> str | None:
+    phase = record.get("phase")
+    return None if phase is None or phase == "" else str(phase)
 
 
 def _generator(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -169,17 +285,33 @@ def summarize(
     partial: bool = False,
 ) -> dict[str, Any]:
     """Build summary.json's dict from CallRecord dicts; gates are filled in later."""
+    cache: Cache = {}  # id(record) -> its latencies, valid while `records` is alive
+    by_concurrency = _by_concurrency(records, cache)
+    degradation = _degradation(by_concurrency)
+    by_phase: dict[str, Any] = {}
+    if any(_phase(r) is not None for r in records):
+        # Order phases as they first appear (ramp, then hold, then spike...), not alphabetically.
+        phases = _grouped(records, lambda r: _phase(r) or "none")
+        degradation["by_phase"] = {}
+        for name, group in phases.items():
+            rows = _by_concurrency(group, cache)
+            by_phase[name] = {**_group(group, cache), "by_concurrency": rows}
+            degradation["by_phase"][name] = _degradation(rows)
     return {
         "run_id": run_id,
         "target": target,
         "partial": bool(partial),
         "calls": _calls(records, planned),
-        "latency_ms": _latency(records),
+        "completion": _completion(records, planned),
+        "latency_ms": _latency(records, cache),
         "barge_in_stop_ms": _barge_in(records),
         "understanding": _understanding(records),
         "turn_taking": _turn_taking(records),
         "network": _network(records),
-        "by_concurrency": _by_concurrency(records),
+        "by_concurrency": by_concurrency,
+        "by_persona": _by_persona(records, cache),
+        "by_phase": by_phase,
+        "degradation": degradation,
         "gates": [],
         "generator": _generator(records),
     }

@@ -24,6 +24,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=Path("runs"), help="parent of the run dir")
     demo.add_argument("--seed", type=int, default=1)
 
+    run = sub.add_parser("run", help="place the calls of a run config (configs/*.yaml)")
+    run.add_argument("config", type=Path)
+    run.add_argument("--out", type=Path, default=Path("runs"), help="parent of the run dir")
+    run.add_argument("--address", default=None, help="Ray cluster address (or RAY_ADDRESS)")
+
     agent = sub.add_parser("agent", help="run the reference voice agent")
     agent.add_argument("--host", default="127.0.0.1")
     agent.add_argument("--port", type=int, default=8080, help="0 picks a free port")
@@ -32,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--mishear", choices=["amount", "last_name"], action="append", default=[])
     agent.add_argument("--drop-after-turns", type=_positive_int, default=None)
 
-    report = sub.add_parser("report", help="rebuild summary.json from a run's calls.jsonl")
+    report = sub.add_parser("report", help="rebuild summary.json, report.html, junit.xml from calls.jsonl")
     report.add_argument("run_dir", type=Path)
 
     personas = sub.add_parser("personas", help="list or validate persona files")
@@ -77,9 +82,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from orchestration.demo import run_demo
+    from orchestration.run import demo_config, run_config
 
-    return run_demo(calls=args.calls, concurrency=args.concurrency, out=args.out, seed=args.seed)
+    return run_config(demo_config(args.calls, args.concurrency, args.seed), args.out)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from orchestration.config import load_run_config
+    from orchestration.run import run_config
+
+    config = load_run_config(args.config)  # every config error surfaces before any call
+    return run_config(config, args.out, address=args.address, where=f"{args.config}: gates")
 
 
 def _agent(args: argparse.Namespace) -> int:
@@ -113,7 +126,7 @@ def _personas(args: argparse.Namespace) -> int:
     return EXIT_USAGE if failed else EXIT_OK
 
 
-COMMANDS = {"demo": _demo, "agent": _agent, "report": _report, "personas": _personas}
+COMMANDS = {"demo": _demo, "run": _run, "agent": _agent, "report": _report, "personas": _personas}
 
 
 if __name__ == "__main__":

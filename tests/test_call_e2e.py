@@ -21,7 +21,7 @@ from callers.session import CallSession
 from callers.transport import Target
 from evaluation.scoring import score_call
 from orchestration.local_agent import reference_agent
-from orchestration.runner import load_caller_models
+from callers.session import load_caller_models
 
 pytestmark = pytest.mark.e2e
 

@@ -148,7 +148,7 @@ def test_report_rebuilds_summary_and_warns_about_a_truncated_line(tmp_path, caps
         json.dumps(ok) + "\n" + json.dumps(failed) + "\n" + truncated
     )
 
-    assert main(["report", str(run_dir)]) == 0
+    assert main(["report", str(run_dir)]) == 1  # default gates fail on these two records (no barge-ins, 50% completion)
     captured = capsys.readouterr()
 
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -172,7 +172,7 @@ def test_report_keeps_planned_calls_from_the_previous_summary(tmp_path, capsys):
     (run_dir / "calls.jsonl").write_text(json.dumps(record("c1", "completed", [300.0], {})) + "\n")
     (run_dir / "summary.json").write_text(json.dumps(
         {"run_id": "r-orig", "target": "http://127.0.0.1:9/offer", "calls": {"planned": 5}}))
-    assert main(["report", str(run_dir)]) == 0
+    assert main(["report", str(run_dir)]) == 1  # default gates fail: the run is incomplete
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["run_id"] == "r-orig"
     assert summary["calls"]["planned"] == 5

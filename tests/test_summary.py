@@ -132,7 +132,8 @@ def test_by_concurrency_groups_calls_with_p95_and_completion_rate():
         rec("d", concurrency=4, status="failed", reason="x"),
     ]
     rows = summarize(records, run_id="r", target="t")["by_concurrency"]
-    assert rows == [
+    keys = ("concurrency", "calls", "latency_p95_ms", "completion_rate")
+    assert [{k: row[k] for k in keys} for row in rows] == [
         {"concurrency": 1, "calls": 2, "latency_p95_ms": 290.0, "completion_rate": 1.0},
         {"concurrency": 4, "calls": 2, "latency_p95_ms": 880.0, "completion_rate": 0.5},
     ]
@@ -146,3 +147,108 @@ def test_generator_takes_the_worst_call_and_flags_saturation_above_20ms():
     late = ok + [rec("c", generator={"pacing_late_ms_p99": 35.5})]
     g = summarize(late, run_id="r", target="t")["generator"]
     assert g["pacing_late_ms_p99"] == 35.5 and g["saturated"] is True
+
+
+def test_by_persona_slices_calls_completion_latency_and_understanding():
+    records = [
+        rec("a", latencies=[100, 300], understanding={"correct": {"x": True}}),
+        rec("b", status="failed", reason="x", latencies=[500],
+            understanding={"correct": {"x": False}}),
+        rec("c", latencies=[1000]),
+    ]
+    records[2]["persona"] = "q"
+    by = summarize(records, run_id="r", target="t")["by_persona"]
+    assert list(by) == ["p", "q"]
+    assert by["p"]["calls"] == 2 and by["p"]["completed"] == 1
+    assert by["p"]["completion_rate"] == 0.5
+    assert by["p"]["latency_ms"] == {"p50": 300.0, "p95": 480.0, "p99": 496.0, "n": 3}
+    assert by["p"]["understanding"] == {"all_correct_rate": 0.5, "n": 2}
+    assert by["q"]["understanding"] == {"all_correct_rate": None, "n": 0}
+
+
+def test_completion_is_over_planned_and_task_completion_needs_every_fact():
+    records = [
+        rec("a", understanding={"correct": {"x": True}}),
+        rec("b", understanding={"correct": {"x": False}}),
+        rec("c", status="failed", reason="x"),
+    ]
+    c = summarize(records, run_id="r", target="t", planned=4)["completion"]
+    assert c == {"rate": 0.5, "task_rate": 0.25, "n": 4}
+
+
+def curve(*points):
+    return [rec(f"c{i}-{j}", concurrency=level, latencies=[p95],
+                status="completed" if j < done else "failed", reason="x")
+            for i, (level, p95, done) in enumerate(points) for j in range(20)]
+
+
+def test_degradation_curve_and_no_knee_when_quality_holds():
+    d = summarize(curve((1, 1000, 20), (5, 2000, 19), (10, 1900, 19)),
+                  run_id="r", target="t")["degradation"]
+    assert d["curve"] == [
+        {"concurrency": 1, "calls": 20, "latency_p95_ms": 1000.0, "completion_rate": 1.0},
+        {"concurrency": 5, "calls": 20, "latency_p95_ms": 2000.0, "completion_rate": 0.95},
+        {"concurrency": 10, "calls": 20, "latency_p95_ms": 1900.0, "completion_rate": 0.95},
+    ]
+    # exactly 2x and exactly 5 points are not yet a knee
+    assert d["knee"] is None and d["baseline_concurrency"] == 1
+
+
+def test_knee_at_first_level_over_twice_the_baseline_p95():
+    d = summarize(curve((1, 1000, 20), (5, 1500, 20), (10, 2001, 20), (20, 5000, 10)),
+                  run_id="r", target="t")["degradation"]
+    assert d["knee"] == 10
+    assert "p95 latency 2001 ms > 2x baseline 1000 ms" in d["reason"]
+
+
+def test_knee_at_first_level_more_than_5_points_below_baseline_completion():
+    d = summarize(curve((2, 1000, 20), (4, 1100, 18), (8, 3000, 10)),
+                  run_id="r", target="t")["degradation"]
+    assert d["knee"] == 4 and "completion 90.0%" in d["reason"]
+
+
+def test_knee_judged_on_completion_when_a_level_has_no_latency():
+    records = curve((1, 1000, 20)) + [
+        rec(f"x{j}", concurrency=8, status="failed", reason="ice_timeout") for j in range(5)]
+    d = summarize(records, run_id="r", target="t")["degradation"]
+    assert d["curve"][1]["latency_p95_ms"] is None and d["knee"] == 8
+
+
+def test_by_phase_only_when_records_carry_a_phase():
+    s = summarize(curve((1, 1000, 20)), run_id="r", target="t")
+    assert s["by_phase"] == {} and "by_phase" not in s["degradation"]
+    spike = curve((1, 1000, 20), (10, 5000, 20))
+    for r in spike[:20]:
+        r["phase"] = "ramp"
+    for r in spike[20:]:
+        r["phase"] = "spike"
+    steady = curve((1, 1000, 20), (10, 1200, 20))
+    for r in steady:
+        r["phase"] = "hold"
+    s = summarize(spike + steady, run_id="r", target="t")
+    assert list(s["by_phase"]) == ["ramp", "spike", "hold"]  # order of appearance
+    assert s["by_phase"]["hold"]["calls"] == 40
+    assert s["by_phase"]["hold"]["by_concurrency"][1]["latency_p95_ms"] == 1200.0
+    assert s["degradation"]["by_phase"]["hold"]["knee"] is None
+    assert s["degradation"]["by_phase"]["spike"]["curve"][0]["concurrency"] == 10
+    assert s["degradation"]["knee"] == 10  # overall: 10 mixes 5000s and 1200s
+
+
+def test_by_concurrency_rows_carry_p50_p99_and_n():
+    row = summarize([rec("a", latencies=[100, 200, 300])], run_id="r",
+                    target="t")["by_concurrency"][0]
+    assert (row["latency_p50_ms"], row["latency_p99_ms"], row["latency_n"]) == (200.0, 298.0, 3)
+
+
+def test_summary_of_many_records_is_strict_json_and_fast():
+    import time
+
+    base = rec("c", understanding={"correct": {"x": True, "y": True}})
+    records = [{**base, "call_id": f"c{i}", "concurrency_at_start": 1 + i % 50,
+                "metrics": {**base["metrics"], "response_latency_ms": [1000 + i % 700] * 6}}
+               for i in range(20_000)]
+    t0 = time.perf_counter()
+    s = summarize(records, run_id="r", target="t")
+    assert time.perf_counter() - t0 < 4.0  # 100k in <= 20 s is the benchmark's figure
+    json.dumps(s, allow_nan=False)
+    assert len(s["degradation"]["curve"]) == 50

@@ -1,0 +1,151 @@
+"""Run configs (configs/*.yaml): target, persona mix, load profile, limits; validated up front."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from callers.errors import ConfigError
+from callers.transport import Target
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TargetConfig(_Model):
+    """Who to call. `url: reference` starts the embedded reference agent on loopback."""
+
+    url: str = "reference"
+    signaling: Literal["json-offer", "whip"] = "json-offer"
+    token_env: str | None = None
+    codec: Literal["opus", "pcmu"] = "opus"
+    reference_agent_args: list[str] = Field(default_factory=list)
+
+    def to_target(self, base_url: str | None = None) -> Target:
+        url = self.url
+        if url == "reference":
+            url = f"{base_url}/whip" if self.signaling == "whip" else f"{base_url}/offer"
+        return Target(url, signaling=self.signaling, token_env=self.token_env, codec=self.codec)
+
+
+class Baseline(_Model):
+    kind: Literal["baseline"]
+    concurrency: int = Field(gt=0)
+    duration_s: float = Field(gt=0)
+
+
+class Ramp(_Model):
+    """Start at `start` concurrent calls and double every step, holding each step."""
+
+    kind: Literal["ramp"]
+    start: int = Field(gt=0)
+    steps: int = Field(gt=0, le=20)
+    hold_s: float = Field(gt=0)
+
+
+class Spike(_Model):
+    """Hold `base`, jump to base x multiplier, then back to base to measure recovery."""
+
+    kind: Literal["spike"]
+    base: int = Field(gt=0)
+    multiplier: float = Field(gt=1)
+    base_s: float = Field(gt=0)
+    spike_s: float = Field(gt=0)
+    recover_s: float = Field(gt=0)
+
+
+class Soak(_Model):
+    kind: Literal["soak"]
+    concurrency: int = Field(gt=0)
+    duration_s: float = Field(gt=0)
+
+
+Phase = Annotated[Baseline | Ramp | Spike | Soak, Field(discriminator="kind")]
+
+
+class LoadConfig(_Model):
+    """The three knobs of every telephony load tester, plus phases over time."""
+
+    total_calls: int = Field(gt=0)
+    max_concurrency: int = Field(gt=0)
+    calls_per_second: float = Field(gt=0, le=1000)
+    phases: list[Phase] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _concurrency_within_total(self) -> LoadConfig:
+        if self.max_concurrency > self.total_calls:
+            raise ValueError(
+                f"max_concurrency ({self.max_concurrency}) is above total_calls "
+                f"({self.total_calls})"
+            )
+        return self
+
+
+class FleetConfig(_Model):
+    hosts: int | None = Field(default=None, gt=0)  # default: one CallerHost per CPU
+    max_call_s: float = Field(default=240.0, gt=0)
+    null_call_s: float | None = Field(default=None, gt=0)  # orchestration benchmark: no media
+
+
+class RunConfig(_Model):
+    name: str = "run"
+    seed: int = 1
+    target: TargetConfig = TargetConfig()
+    personas: dict[str, float] = Field(min_length=1)  # persona id -> weight
+    load: LoadConfig
+    fleet: FleetConfig = FleetConfig()
+    gates: dict | None = None  # parsed by evaluation.gates
+
+    @model_validator(mode="after")
+    def _weights_positive(self) -> RunConfig:
+        for persona, weight in self.personas.items():
+            if weight <= 0:
+                raise ValueError(f"personas.{persona}: weight must be above 0, got {weight}")
+        return self
+
+
+def load_run_config(path: str | Path) -> RunConfig:
+    """Read and validate a run config; any problem is one ConfigError line naming the field."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read run config: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}: invalid YAML{where}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of run settings")
+    try:
+        config = RunConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(f"{path}: {_first_error(e)}") from None
+    _check_personas(path, config)
+    return config
+
+
+def _first_error(error: ValidationError) -> str:
+    first = error.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"] if not str(p).startswith(("function-", "tagged")))
+    msg = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
+    msg = msg.removeprefix("Value error, ")
+    got = first.get("input")
+    shown = "" if first["type"] in ("extra_forbidden", "missing") or isinstance(got, dict) else (
+        f", got {got!r}")
+    more = f" (and {len(error.errors()) - 1} more)" if len(error.errors()) > 1 else ""
+    return f"{loc}: {msg}{shown}{more}" if loc else f"{msg}{more}"
+
+
+def _check_personas(path: Path, config: RunConfig) -> None:
+    from callers.persona import resolve_persona
+
+    for name in config.personas:
+        try:
+            resolve_persona(name)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: personas.{name}: {e}") from None

@@ -1,0 +1,178 @@
+"""The driver: Ray hosts, the load schedule, and durable, exactly-once accounting of results."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError, RayError
+
+from callers.persona import resolve_persona
+from callers.record import CallRecord
+from callers.transport import Target
+from evaluation.scoring import score_call
+from orchestration.config import RunConfig
+from orchestration.host import CallerHostImpl
+from orchestration.profile import build_steps
+from orchestration.scheduler import SchedulerStats, run_schedule
+from orchestration.store import RunStore
+
+log = logging.getLogger(__name__)
+
+HOST_READY_TIMEOUT_S = 180.0  # model loading on a busy node
+CALL_GRACE_S = 60.0  # beyond a call's own limit before the driver gives up on its host
+
+
+def start_ray(address: str | None = None) -> None:
+    """Local runs start Ray here; cluster runs join `address` (or RAY_ADDRESS)."""
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+    else:
+        ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+
+
+@dataclass
+class HostSlot:
+    actor: Any
+    in_flight: int = 0
+    alive: bool = True
+
+
+@dataclass
+class HostPool:
+    """CallerHosts spread over the cluster; a lost host is replaced and the run goes on."""
+
+    run_dir: str
+    null_call_s: float | None
+    hosts: list[HostSlot] = field(default_factory=list)
+    replaced: int = 0
+
+    def _new_actor(self):
+        remote = ray.remote(CallerHostImpl).options(
+            num_cpus=1, max_concurrency=100_000, max_restarts=0, scheduling_strategy="SPREAD"
+        )
+        return remote.remote(self.run_dir, self.null_call_s)
+
+    async def start(self, count: int) -> None:
+        self.hosts = [HostSlot(self._new_actor()) for _ in range(count)]
+        await asyncio.wait_for(
+            asyncio.gather(*(h.actor.ready.remote() for h in self.hosts)), HOST_READY_TIMEOUT_S
+        )
+
+    def pick(self) -> HostSlot:
+        alive = [h for h in self.hosts if h.alive]
+        return min(alive, key=lambda h: h.in_flight)
+
+    def replace(self, dead: HostSlot) -> None:
+        if not dead.alive:
+            return
+        dead.alive = False
+        self.hosts.append(HostSlot(self._new_actor()))  # it loads its models on first call
+        self.replaced += 1
+
+    def kill_one(self) -> None:
+        """For fault tests: kill the busiest host."""
+        victim = max((h for h in self.hosts if h.alive), key=lambda h: h.in_flight)
+        ray.kill(victim.actor, no_restart=True)
+
+    def shutdown(self) -> None:
+        for host in self.hosts:
+            try:
+                ray.kill(host.actor, no_restart=True)
+            except RayError:
+                pass
+
+
+def plan_specs(config: RunConfig, target: Target) -> list[dict[str, Any]]:
+    """Every planned call as a plain spec; personas interleaved in proportion to their weights."""
+    names = list(config.personas)
+    total = sum(config.personas.values())
+    used = dict.fromkeys(names, 0)
+    target_fields = {"url": target.url, "signaling": target.signaling,
+                     "token_env": target.token_env, "codec": target.codec}
+    specs = []
+    for i in range(config.load.total_calls):
+        # The persona furthest behind its share goes next: deterministic, every one used.
+        persona = max(names, key=lambda n: config.personas[n] / total * (i + 1) - used[n])
+        used[persona] += 1
+        specs.append({"call_id": f"c{i:05d}-{resolve_persona(persona).id}", "persona": persona,
+                      "seed": config.seed * 100_003 + i, "target": target_fields,
+                      "max_call_s": config.fleet.max_call_s})
+    return specs
+
+
+class Fleet:
+    """Runs one RunConfig against one target; every record lands in the store exactly once."""
+
+    def __init__(self, config: RunConfig, target: Target, store: RunStore) -> None:
+        self.config = config
+        self.target = target
+        self.store = store
+        self.stats = SchedulerStats()
+        self.records: dict[str, dict[str, Any]] = {}
+        self.pool = HostPool(str(store.run_dir.resolve()), config.fleet.null_call_s)
+        self.stop = asyncio.Event()
+        self._facts = {}
+
+    async def run(self, hosts: int | None = None, spare_cores: int = 0) -> list[dict[str, Any]]:
+        """Place every planned call; one host per core unless told (spare_cores left free)."""
+        specs = plan_specs(self.config, self.target)
+        self._facts = {s["persona"]: resolve_persona(s["persona"]).facts.model_dump()
+                       for s in specs}
+        cores = int(ray.available_resources().get("CPU", 1))
+        count = hosts or self.config.fleet.hosts or max(1, cores - spare_cores)
+        await self.pool.start(count)
+        try:
+            await run_schedule(
+                specs, build_steps(self.config.load),
+                max_concurrency=self.config.load.max_concurrency,
+                calls_per_second=self.config.load.calls_per_second,
+                place=self._place, on_record=self._record, stats=self.stats, stop=self.stop,
+            )
+        finally:
+            self.pool.shutdown()
+        return list(self.records.values())
+
+    async def _place(self, spec: dict[str, Any]) -> dict[str, Any]:
+        host = self.pool.pick()
+        host.in_flight += 1
+        timeout = spec["max_call_s"] + CALL_GRACE_S + HOST_READY_TIMEOUT_S
+        try:
+            return await asyncio.wait_for(host.actor.place.remote(spec), timeout)
+        except RayActorError as e:
+            self.pool.replace(host)
+            return _failed(spec, "caller_host_lost", type(e).__name__)
+        except (TimeoutError, GetTimeoutError):
+            self.pool.replace(host)
+            return _failed(spec, "caller_host_lost", f"no result within {timeout:.0f} s")
+        except RayError as e:
+            return _failed(spec, "caller_error", f"{type(e).__name__}: {e}"[:500])
+        finally:
+            host.in_flight -= 1
+
+    def _record(self, record: dict[str, Any]) -> None:
+        call_id = record["call_id"]
+        if call_id in self.records:  # a result is counted once, whatever happens
+            log.warning("duplicate result for %s ignored", call_id)
+            return
+        if record.get("events"):  # a call that never connected has nothing to grade
+            score_call(record, self._facts.get(record["persona"], {}))
+        self.records[call_id] = record
+        self.store.append(record)
+
+
+def _failed(spec: dict[str, Any], reason: str, detail: str) -> dict[str, Any]:
+    record = CallRecord(call_id=spec["call_id"], persona=spec["persona"], seed=spec["seed"],
+                        target=spec["target"]["url"], failure_reason=reason, failure_detail=detail,
+                        concurrency_at_start=spec.get("concurrency_at_start", 1))
+    data = record.to_dict()
+    data["phase"] = spec.get("phase")
+    return data
+

@@ -1,0 +1,79 @@
+"""`callfleet run` (and demo): start what the config needs, drive the fleet, write the run dir."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from pathlib import Path
+
+from orchestration.config import RunConfig
+from orchestration.console import console, print_summary
+from orchestration.fleet import Fleet, start_ray
+from orchestration.local_agent import reference_agent
+from orchestration.progress import live_progress
+from evaluation.gates import parse_gates
+from orchestration.reporting import exit_code, finish_run, print_gates
+from orchestration.store import RunStore, new_run_id
+
+EXIT_ABORTED = 3
+
+
+def run_config(config: RunConfig, out: Path, *, address: str | None = None,
+               where: str = "gates") -> int:
+    """Place the configured calls; returns the process exit code."""
+    gates = parse_gates(config.gates, where=where)  # a bad gate fails before any call
+    with contextlib.ExitStack() as stack:
+        if config.target.url == "reference":
+            console.print("starting the reference agent on 127.0.0.1...")
+            base = stack.enter_context(reference_agent(*config.target.reference_agent_args))
+            target = config.target.to_target(base)
+        else:
+            target = config.target.to_target()
+        target.token()  # a missing token env var is a config error before any call
+        run_id = new_run_id()
+        store = stack.enter_context(RunStore(out / run_id))
+        console.print("starting Ray and the caller hosts (loading models)...")
+        start_ray(address)
+        fleet = Fleet(config, target, store)
+        began = time.monotonic()
+        # An embedded agent shares this machine: leave it a core, or both sides starve.
+        spare = 1 if config.target.url == "reference" else 0
+        aborted = asyncio.run(_drive(fleet, spare))
+        records = list(fleet.records.values())
+        partial = aborted or len(records) < config.load.total_calls
+        summary = finish_run(store, records, run_id=run_id, target=target.url,
+                             planned=config.load.total_calls, partial=partial, gates=gates)
+    console.print(f"{len(records)} calls finished in {time.monotonic() - began:.0f} s")
+    print_summary(summary, str(out / run_id))
+    print_gates(summary)
+    return EXIT_ABORTED if aborted else exit_code(summary)
+
+
+async def _drive(fleet: Fleet, spare_cores: int) -> bool:
+    """Run the fleet; the first Ctrl-C stops new calls and lets in-flight ones finish."""
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGINT, fleet.stop.set)
+    loop.add_signal_handler(signal.SIGTERM, fleet.stop.set)
+    async with live_progress(fleet, console):
+        await fleet.run(spare_cores=spare_cores)
+    return fleet.stop.is_set()
+
+
+def demo_config(calls: int, concurrency: int, seed: int) -> RunConfig:
+    """What `callfleet demo` runs: every shipped persona against the reference agent."""
+    from callers.persona import list_personas
+
+    return RunConfig.model_validate({
+        "name": "demo", "seed": seed,
+        "target": {"url": "reference"},
+        "personas": {p.id: 1.0 for p in list_personas()},
+        "load": {"total_calls": calls, "max_concurrency": min(concurrency, calls),
+                 "calls_per_second": 2.0},
+        # The default gates minus barge-in: the cooperative personas never interrupt, and a
+        # gate with no data fails. Latency: the reference agent answers in ~2-2.5 s here.
+        "gates": {"latency_p95_ms": {"max": 4000}, "completion_rate": {"min": 0.9},
+                  "understanding_rate": {"min": 0.9}, "generator_saturated": {"max": 0}},
+    })
+

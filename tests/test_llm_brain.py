@@ -1,0 +1,218 @@
+"""LLMBrain against a real OpenAI-compatible HTTP server on loopback (aiohttp, SSE streaming)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+
+import pytest
+from aiohttp import web
+
+from callers.llm_brain import (LLMBrain, LLMConfig, clean_reply, facts_stated, history_messages,
+                               system_prompt)
+from callers.persona import Persona
+
+PERSONA = Persona.model_validate({
+    "id": "llm-john",
+    "display_name": "John Smith",
+    "goal": "Ask for a refund of 250 dollars",
+    "facts": {"first_name": "John", "last_name": "Smith", "amount": 250,
+              "reason": "a refund for a double charge"},
+    "temperament": {"patience": 0.7, "verbosity": 0.3},
+})
+KEY_ENV = "CALLFLEET_TEST_LLM_KEY"
+KEY = "sk-test-0000"
+
+
+class FakeLLM:
+    """POST /v1/chat/completions, scripted per request: ("stream", [deltas]) | ("status", code,
+    body) | ("sleep", seconds)."""
+
+    def __init__(self) -> None:
+        self.script: list[tuple] = []
+        self.requests: list[dict] = []
+        self.stop = asyncio.Event()
+        self.url = ""
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.requests.append({"headers": dict(request.headers), "body": body})
+        step = self.script.pop(0) if self.script else ("stream", ["OK."])
+        if step[0] == "status":
+            return web.json_response({"error": {"message": step[2]}}, status=step[1])
+        if step[0] == "sleep":
+            try:
+                await asyncio.wait_for(self.stop.wait(), step[1])
+            except TimeoutError:
+                pass
+            step = ("stream", ["Too late."])
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for i, delta in enumerate([*step[1], None]):
+            chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 0,
+                     "model": body["model"],
+                     "choices": [{"index": 0,
+                                  "delta": ({"role": "assistant"} if i == 0 else {})
+                                  | ({"content": delta} if delta is not None else {}),
+                                  "finish_reason": None if delta is not None else "stop"}]}
+            await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+
+@pytest.fixture
+async def llm():
+    fake = FakeLLM()
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", fake.handle)
+    runner = web.AppRunner(app, shutdown_timeout=1.0)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    fake.url = f"http://127.0.0.1:{port}/v1"
+    yield fake
+    fake.stop.set()
+    await runner.cleanup()
+
+
+def make_brain(fake: FakeLLM, timeout_s: float = 5.0) -> LLMBrain:
+    config = LLMConfig(base_url=fake.url, model="test-model", api_key_env=KEY_ENV,
+                       timeout_s=timeout_s)
+    return LLMBrain(PERSONA, seed=1, config=config)
+
+
+@pytest.fixture(autouse=True)
+def key(monkeypatch):
+    monkeypatch.setenv(KEY_ENV, KEY)
+
+
+async def test_streamed_reply_is_returned_whole(llm):
+    llm.script = [("stream", ["Sure, ", "my name is ", "John", " Smith", "."])]
+    brain = make_brain(llm)
+    history = [("agent", "Hello! How can I help you today?"),
+               ("caller", "I'm calling about a refund for a double charge.")]
+    reply = await brain.reply("May I have your full name?", history)
+    await brain.aclose()
+    assert reply.text == "Sure, my name is John Smith."
+    assert reply.source == "llm" and reply.fallback_reason == ""
+    assert not reply.end_call
+    assert reply.intent == "first_name"
+    assert {"first_name", "last_name"} <= brain.facts_given
+    assert "amount" not in brain.facts_given
+    body = llm.requests[0]["body"]
+    assert body["stream"] is True and body["model"] == "test-model"
+    roles = [m["role"] for m in body["messages"]]
+    assert roles == ["system", "user", "assistant", "user"]
+    assert body["messages"][-1]["content"] == "May I have your full name?"
+    assert "250" in body["messages"][0]["content"] and HANGUP in body["messages"][0]["content"]
+
+
+HANGUP = "[HANGUP]"
+
+
+async def test_hangup_token_ends_the_call(llm):
+    llm.script = [("stream", ["Thanks, that's all. ", "Bye! [HANG", "UP]"])]
+    brain = make_brain(llm)
+    reply = await brain.reply("Is there anything else?", [])
+    await brain.aclose()
+    assert reply.text == "Thanks, that's all. Bye!"
+    assert reply.end_call and reply.source == "llm"
+
+
+async def test_429_then_success_is_retried(llm):
+    llm.script = [("status", 429, "slow down"), ("stream", ["It's ", "250 dollars."])]
+    brain = make_brain(llm)
+    reply = await brain.reply("What amount is this about?", [])
+    await brain.aclose()
+    assert len(llm.requests) == 2
+    assert reply.source == "llm" and reply.fallback_reason == ""
+    assert reply.text == "It's 250 dollars."
+    assert "amount" in brain.facts_given
+
+
+async def test_persistent_5xx_falls_back_after_three_attempts(llm):
+    llm.script = [("status", 503, "down")] * 3
+    brain = make_brain(llm)
+    reply = await brain.reply("What is your last name?", [])
+    await brain.aclose()
+    assert len(llm.requests) == 3
+    assert reply.source == "scripted"
+    assert "HTTP 503" in reply.fallback_reason and "down" not in reply.fallback_reason
+    assert "Smith" in reply.text and "last_name" in brain.facts_given
+
+
+async def test_client_error_is_not_retried(llm):
+    llm.script = [("status", 400, "bad request")]
+    brain = make_brain(llm)
+    reply = await brain.reply("What is your first name?", [])
+    await brain.aclose()
+    assert len(llm.requests) == 1
+    assert reply.source == "scripted" and "HTTP 400" in reply.fallback_reason
+
+
+async def test_timeout_falls_back_to_scripted(llm):
+    llm.script = [("sleep", 3.0)]
+    brain = make_brain(llm, timeout_s=0.5)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    reply = await brain.reply("What is your first name?", [])
+    elapsed = loop.time() - start
+    await brain.aclose()
+    assert reply.fallback_reason == "timeout"
+    assert reply.source == "scripted"
+    assert "John" in reply.text and "first_name" in brain.facts_given
+    assert 0.5 <= elapsed < 1.5
+
+
+CANARY = "sk-canary-1234567890"
+
+
+async def test_canary_key_is_sent_but_never_shown(llm, monkeypatch, caplog, capfd):
+    monkeypatch.setenv(KEY_ENV, CANARY)
+    caplog.set_level(logging.DEBUG)  # root: openai, httpx and aiohttp debug records included
+    llm.script = [
+        ("status", 429, "slow down"), ("stream", ["My first name is John."]),  # retried
+        ("status", 401, f"invalid key {CANARY}"),  # a server echoing the key back
+    ]
+    brain = make_brain(llm)
+    ok = await brain.reply("What is your first name?", [])
+    failed = await brain.reply("And your last name?", [("agent", "What is your first name?"),
+                                                        ("caller", ok.text)])
+    await brain.aclose()
+    print(ok, failed, brain)  # even printing everything must not show it
+
+    assert [r["headers"].get("Authorization") for r in llm.requests] == [f"Bearer {CANARY}"] * 3
+    assert ok.source == "llm" and failed.source == "scripted"
+    assert "HTTP 401" in failed.fallback_reason
+    out, err = capfd.readouterr()
+    records = "\n".join(f"{r.name} {r.getMessage()} {r.args!r}" for r in caplog.records)
+    assert caplog.records, "expected debug records from the HTTP stack"
+    for where, text in {
+        "logs": caplog.text + records,
+        "stdout": out,
+        "stderr": err,
+        "replies": json.dumps([dataclasses.asdict(ok), dataclasses.asdict(failed)]),
+        "repr": repr(brain) + str(brain) + repr(brain.config) + brain.config.model_dump_json(),
+    }.items():
+        assert CANARY not in text, where
+        assert "canary" not in text, where
+
+
+def test_prompt_history_and_parsing():
+    prompt = system_prompt(PERSONA)
+    assert "customer-service voice agent" in prompt and "no markdown" in prompt
+    assert "John" in prompt and "Smith" in prompt and "refund" in prompt
+    messages = history_messages([("agent", "Hi, how can I help?"), ("caller", "A refund."),
+                                 ("agent", "Your name?")], "Your name?")
+    assert [m["role"] for m in messages] == ["user", "assistant", "user"]
+    assert clean_reply("**Yes**, that's right. [hangup]") == ("Yes, that's right.", True)
+    assert facts_stated("No, it's Smith, S-M-I-T-H.", PERSONA) == ("last_name",)
+    assert facts_stated("About two hundred fifty dollars.", PERSONA) == ("amount",)
+    assert facts_stated("I want a refund, I was charged twice.", PERSONA) == ()
+    assert facts_stated("It's about a refund for a double charge.", PERSONA) == ("reason",)
+    with pytest.raises(Exception, match="extra"):
+        LLMConfig(base_url="http://127.0.0.1:1/v1", model="m", api_key="sk-no")
