@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import time
 from collections import deque
 from pathlib import Path
@@ -123,5 +124,10 @@ class CallerHostImpl:
         record.status, record.duration_s = "completed", self.null_call_s or 0.0
         return record.to_dict()
 
-    async def load(self) -> int:
-        return self.active
+    async def usage(self) -> dict[str, float]:
+        """CPU seconds used and resident memory of this host process (for benchmarks)."""
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        with open("/proc/self/statm") as f:
+            rss_pages = int(f.read().split()[1])
+        return {"cpu_s": ru.ru_utime + ru.ru_stime,
+                "rss_mb": rss_pages * os.sysconf("SC_PAGE_SIZE") / 2**20, "active": self.active}

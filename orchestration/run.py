@@ -14,6 +14,7 @@ from orchestration.fleet import Fleet, start_ray
 from orchestration.local_agent import reference_agent
 from orchestration.progress import live_progress
 from evaluation.gates import parse_gates
+from evaluation.summary import summarize
 from orchestration.reporting import exit_code, finish_run, print_gates
 from orchestration.store import RunStore, new_run_id
 
@@ -34,6 +35,9 @@ def run_config(config: RunConfig, out: Path, *, address: str | None = None,
         target.token()  # a missing token env var is a config error before any call
         run_id = new_run_id()
         store = stack.enter_context(RunStore(out / run_id))
+        # Written first so that a run killed outright still says what was planned and partial.
+        store.write_summary(summarize([], run_id=run_id, target=target.url,
+                                      planned=config.load.total_calls, partial=True))
         console.print("starting Ray and the caller hosts (loading models)...")
         start_ray(address)
         fleet = Fleet(config, target, store)
