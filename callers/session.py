@@ -195,17 +195,13 @@ class CallSession:
 
     async def _transcribe_agent(self, segment: SpeechSegment) -> str:
         text = (await self.models.stt.transcribe(segment.audio)).text
-        if self.turns and self.turns[-1].speaker == "agent" and self._same_agent_turn(segment):
+        if self.turns and self.turns[-1].speaker == "agent":  # the agent's turn goes on
             last = self.turns[-1]
             last.text = f"{last.text} {text}".strip()
             last.end_ms = segment.end_ms
         else:
             self.turns.append(Turn("agent", text, segment.start_ms, segment.end_ms))
         return text
-
-    def _same_agent_turn(self, segment: SpeechSegment) -> bool:
-        caller_turns = [t for t in self.turns if t.speaker == "caller"]
-        return not caller_turns or caller_turns[-1].start_ms < self.turns[-1].start_ms
 
     async def _answer(self, agent_text: str) -> bool:
         """Decide and speak the caller's reply; True if the caller hangs up after it."""
