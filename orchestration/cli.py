@@ -32,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     agent = sub.add_parser("agent", help="run the reference voice agent")
     agent.add_argument("--host", default="127.0.0.1")
     agent.add_argument("--port", type=int, default=8080, help="0 picks a free port")
-    agent.add_argument("--response-delay-ms", type=_non_negative_int, default=0)
+    agent.add_argument("--response-delay-ms", type=_non_negative_int, default=0,
+                       help="answer this much later than usual (a planted slow agent)")
     agent.add_argument("--barge-in", choices=["stop", "ignore"], default="stop")
     agent.add_argument("--mishear", choices=["amount", "last_name"], action="append", default=[])
     agent.add_argument("--drop-after-turns", type=_positive_int, default=None)

@@ -9,7 +9,15 @@ from dataclasses import dataclass
 
 from aiortc import RTCPeerConnection
 
-from callers.media import Clock, OutgoingAudioTrack, Playout, received_frames, utterance_from_pcm
+from callers.audio import voiced_bounds
+from callers.media import (
+    Clock,
+    OutgoingAudioTrack,
+    Playout,
+    Utterance,
+    received_frames,
+    utterance_from_pcm,
+)
 from callers.stt import Transcriber
 from callers.transport import close_peer_connection
 from callers.tts import Synthesizer
@@ -26,6 +34,9 @@ NAME_HINTS = (
     "Davis, Rodriguez, Martinez, Wilson, Anderson, Taylor, Moore, Nguyen, Lee."
 )
 ENDPOINT_SILENCE_MS = 600  # silence that ends the caller's turn
+# Time allowed for Whisper + Piper after the endpoint decision; the agent answers no sooner,
+# so its response time is steady (only longer when processing overruns the budget).
+PROCESSING_BUDGET_MS = 1300
 MIN_TURN_MS = 120  # shorter blips (a click, a breath) are not turns
 
 
@@ -93,7 +104,7 @@ class AgentCall:
                         self.playout.stop(t_ms)
                 elif event.kind == "end" and event.segment is not None:
                     if event.segment.end_ms - event.segment.start_ms >= MIN_TURN_MS:
-                        self.turns.put_nowait(event.segment)
+                        self.turns.put_nowait((event.segment, self.clock.ms()))
 
     async def _converse(self) -> None:
         try:
@@ -113,7 +124,7 @@ class AgentCall:
 
     async def _take_turn(self) -> bool:
         """Answer the caller's next turn; True when the call is over."""
-        segment = await self.turns.get()
+        segment, endpointed_ms = await self.turns.get()
         prompt = self.dialog.current_question()
         if self.dialog.stage in ("first_name", "last_name"):
             prompt = f"{NAME_HINTS} {prompt}"
@@ -122,10 +133,13 @@ class AgentCall:
             return False
         reply = self.dialog.hear(heard.text)
         self._send_state()
-        if self.knobs.response_delay_ms:
-            await asyncio.sleep(self.knobs.response_delay_ms / 1000)
         if reply.text:
-            done = await self._say(reply.text)
+            utterance = await self._synthesize(reply.text)
+            # Speak on a fixed schedule after the caller stopped, so that Whisper and Piper time
+            # (which varies with load) does not blur the planted --response-delay-ms.
+            speak_at = endpointed_ms + PROCESSING_BUDGET_MS + self.knobs.response_delay_ms
+            await asyncio.sleep(max(0.0, speak_at - self.clock.ms()) / 1000)
+            done = self.playout.say(utterance)
             if reply.hang_up:
                 await done
         return reply.hang_up
@@ -136,12 +150,17 @@ class AgentCall:
                 raise TimeoutError
             await asyncio.sleep(0.05)
 
-    async def _say(self, text: str) -> asyncio.Future:
+    async def _synthesize(self, text: str) -> Utterance:
         pcm = await self.models.tts.synthesize(text)
-        utterance = utterance_from_pcm(
-            pcm, self.models.tts.sample_rate, text, mode="prompt", record=False
-        )
-        return self.playout.say(utterance)
+        rate = self.models.tts.sample_rate
+        # Piper's leading silence is random in length (0-350 ms seen): start 30 ms before the
+        # voice so the agent's timing is its schedule, not the synthesizer's noise.
+        first, _ = voiced_bounds(pcm, rate)
+        pcm = pcm[max(0, first - 3 * rate // 100):]
+        return utterance_from_pcm(pcm, rate, text, mode="prompt", record=False)
+
+    async def _say(self, text: str) -> asyncio.Future:
+        return self.playout.say(await self._synthesize(text))
 
     def _send_state(self, **extra) -> None:
         if self.channel is not None and self.channel.readyState == "open":
