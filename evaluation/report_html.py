@@ -17,12 +17,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from evaluation.metrics import Interval, end_time, intervals, sorted_events
+from evaluation.metrics import timeline_findings
 
 REPORT_FILE = "report.html"
-DEAD_AIR_MS = 3000.0
-NOT_STOPPED_MS = 2000.0
-FALSE_YIELD_MS = 500.0
 MAX_CALLS = 5000  # transcript viewer cap; failed and flagged calls are listed first beyond it
 
 
@@ -47,70 +44,35 @@ def _sec(ms: Any) -> str:
 # --- flagged events of one call ------------------------------------------------------------
 
 
-def _mode(iv: Interval) -> str:
-    return iv.info.get("mode") or "turn"
-
-
-def _at(segments: list[Interval], t: float) -> Interval | None:
-    return next((s for s in segments if s.contains(t)), None)
+# How each graded moment of evaluation.metrics reads in the transcript viewer.
+_FLAG_TEXT = {
+    "barge_in": ("barge-in", "barge-in: the agent stopped after {ms:.0f} ms"),
+    "barge_in_not_stopped": ("barge-in-not-stopped",
+                             "barge-in: the agent kept talking {s:.1f} s (not stopped)"),
+    "talk_over": ("talk-over", "talk-over: the agent started while the caller spoke"),
+    "premature_cutoff": ("premature-cutoff",
+                         "premature cut-off: the agent took the turn in a pause"),
+    "false_yield": ("false-yield", "false yield: the agent stopped at a backchannel"),
+    "dead_air": ("dead-air", "dead air: {s:.1f} s of silence"),
+}
 
 
 def call_flags(record: dict[str, Any]) -> list[dict[str, Any]]:
     """What a PM should look at in one call: [{kind, t_ms (None = whole call), text}].
 
-    Timed flags follow the DESIGN.md definitions (barge-in, talk-over, dead air, premature
-    cut-off, false yield) on the record's events; misunderstood entities and the failure
-    reason are call-level."""
-    events = sorted_events(record.get("events") or [])
+    Timed flags are the graded moments of evaluation.metrics (the DESIGN.md definitions);
+    misunderstood entities and the failure reason are call-level."""
+    events = record.get("events") or []
     flags: list[dict[str, Any]] = []
-    if events:
-        call_end = end_time(events)
-        agent = intervals(events, "agent_speech_start", "agent_speech_end")
-        caller = intervals(events, "caller_speech_start", "caller_speech_end")
-        hesitations = intervals(events, "hesitation_start", "hesitation_end")
-        turns = [s for s in caller if _mode(s) != "backchannel"]
-        barged: set[int] = set()
-        for seg in turns:
-            a = _at(agent, seg.start)
-            if a is None or id(a) in barged:
-                continue
-            barged.add(id(a))
-            kept = a.end - seg.start
-            if kept > NOT_STOPPED_MS:
-                text = f"barge-in: the agent kept talking {kept / 1000:.1f} s (not stopped)"
-                flags.append({"kind": "barge-in-not-stopped", "t_ms": seg.start, "text": text})
-            else:
-                text = f"barge-in: the agent stopped after {kept:.0f} ms"
-                flags.append({"kind": "barge-in", "t_ms": seg.start, "text": text})
-        for a in agent:
-            speaking = _at(caller, a.start)
-            barge_in = speaking is not None and _at(agent, speaking.start) is not None
-            if speaking is not None and _mode(speaking) == "turn" and not barge_in:
-                flags.append({"kind": "talk-over", "t_ms": a.start,
-                              "text": "talk-over: the agent started while the caller spoke"})
-            elif speaking is None and _at(hesitations, a.start) is not None:
-                flags.append({"kind": "premature-cutoff", "t_ms": a.start,
-                              "text": "premature cut-off: the agent took the turn in a pause"})
-        for bc in (s for s in caller if _mode(s) == "backchannel"):
-            a = _at(agent, bc.start)
-            if a is not None and not a.open and a.end <= bc.end + FALSE_YIELD_MS:
-                flags.append({"kind": "false-yield", "t_ms": bc.start,
-                              "text": "false yield: the agent stopped at a backchannel"})
-        starts = sorted(s.start for s in turns)
-        for cte in (float(e["t_ms"]) for e in events if e["kind"] == "caller_turn_end"):
-            if any(a.start < cte < a.end for a in agent):
-                continue
-            nxt = next((t for t in starts if t > cte), None)
-            window_end = call_end if nxt is None else nxt
-            start = next((a.start for a in agent if cte <= a.start < window_end), None)
-            silence_end = min(x for x in (start, nxt, call_end) if x is not None)
-            if silence_end - cte > DEAD_AIR_MS:
-                flags.append({"kind": "dead-air", "t_ms": cte,
-                              "text": f"dead air: {(silence_end - cte) / 1000:.1f} s of silence"})
-        for e in events:
-            if "fallback" in e["kind"]:
-                flags.append({"kind": "fallback", "t_ms": float(e["t_ms"]),
-                              "text": f"{e['kind'].replace('_', ' ')}"})
+    for f in timeline_findings(events):
+        if f.kind in _FLAG_TEXT:
+            kind, text = _FLAG_TEXT[f.kind]
+            ms = f.ms or 0.0
+            flags.append({"kind": kind, "t_ms": f.t_ms, "text": text.format(ms=ms, s=ms / 1000)})
+    for e in events:
+        if "fallback" in str(e.get("kind", "")):
+            flags.append({"kind": "fallback", "t_ms": float(e["t_ms"]),
+                          "text": e["kind"].replace("_", " ")})
     u = record.get("understanding") or {}
     expected, understood = u.get("expected") or {}, u.get("understood") or {}
     for entity, ok in (u.get("correct") or {}).items():
