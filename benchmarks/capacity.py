@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -23,6 +21,7 @@ from orchestration.config import RunConfig
 from orchestration.fleet import Fleet, start_ray
 from orchestration.local_agent import reference_agent
 from orchestration.store import RunStore
+from results_file import write_result
 
 PERSONAS = {"cooperative-john": 1, "cooperative-maria": 1, "cooperative-david": 1}
 
@@ -98,13 +97,8 @@ def main() -> None:
         "levels": results,
         "callers_per_core_sustained": max(sustained, default=0),
         "note": "one CallerHost (one core); the reference agent runs on the other core",
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                    "python": platform.python_version()},
-        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    path = Path(__file__).parent / "results" / "capacity.json"
-    path.write_text(json.dumps(out, indent=2) + "\n")
-    print(json.dumps(out, indent=2))
+    write_result("capacity", out)
 
 
 if __name__ == "__main__":

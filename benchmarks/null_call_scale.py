@@ -7,9 +7,6 @@ result path. Writes benchmarks/results/null_call_scale.json.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import platform
 import resource
 import sys
 import tempfile
@@ -22,6 +19,7 @@ import numpy as np
 from orchestration.config import load_run_config
 from orchestration.fleet import Fleet, start_ray
 from orchestration.store import RunStore, read_records
+from results_file import write_result
 
 
 def main() -> None:
@@ -56,13 +54,8 @@ def main() -> None:
         "driver_cpu_s": round(cpu, 2),
         "driver_cpu_pct_of_one_core": round(100 * cpu / wall, 1),
         "hosts": len(fleet.pool.hosts),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                    "python": platform.python_version()},
-        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    out = Path(__file__).parent / "results" / "null_call_scale.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_result("null_call_scale", result)
 
 
 def _cpu_s() -> float:

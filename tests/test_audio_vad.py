@@ -40,15 +40,6 @@ def segment(audio: np.ndarray, t0_ms: float = 0.0, **kwargs):
 
 
 @pytest.fixture(scope="module")
-def synth():
-    from callers.tts import Synthesizer
-
-    s = Synthesizer()
-    yield s
-    s.close()
-
-
-@pytest.fixture(scope="module")
 def speech16(synth):
     """One sentence of real speech at 16 kHz, with Piper's own leading/trailing silence.
 

@@ -14,15 +14,6 @@ SNRS = (0.0, 10.0, 20.0)
 
 
 @pytest.fixture(scope="module")
-def synth():
-    from callers.tts import Synthesizer
-
-    s = Synthesizer()
-    yield s
-    s.close()
-
-
-@pytest.fixture(scope="module")
 def speech(synth):
     """Real Piper speech with half a second of silence around it, at RATE."""
     pcm = synth.synthesize_sync(
