@@ -12,7 +12,6 @@ import numpy as np
 STT_RATE = 16_000  # Whisper and webrtcvad both work at 16 kHz
 WIRE_RATE = 48_000  # what we hand to aiortc (Opus runs at 48 kHz; PCMU is resampled by aiortc)
 FRAME_MS = 20
-FRAME_S = FRAME_MS / 1000
 
 
 def samples_per_frame(rate: int) -> int:

@@ -310,6 +310,13 @@ class CallSession:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._write_record()
+        if self.audio_path is not None and (self.track.sent16 or self.received16):
+            # Seconds of audio to lay out and write: off the loop, other calls are pacing on it.
+            try:
+                await asyncio.to_thread(self._write_audio, self.audio_path)
+                self.record.audio = f"audio/{self.audio_path.name}"  # relative to the run dir
+            except OSError as e:  # a full disk costs the recording, never the record
+                log.warning("call %s: recording not written: %s", self.record.call_id, e)
 
     def _write_record(self) -> None:
         rec = self.record
@@ -324,9 +331,10 @@ class CallSession:
         }
         rec.transport = {"local_candidates": self.local_candidates,
                          "remote_candidates": self.remote_candidates}
-        if self.audio_path is not None and (self.track.sent16 or self.received16):
-            left = place_on_timeline(self.track.sent16, STT_RATE)
-            right = place_on_timeline(self.received16, STT_RATE)
-            self.audio_path.parent.mkdir(parents=True, exist_ok=True)
-            write_stereo_wav(self.audio_path, left, right, STT_RATE)
-            rec.audio = f"audio/{self.audio_path.name}"  # relative to the run directory
+
+    def _write_audio(self, path: Path) -> None:
+        """Stereo WAV on the call's clock: left = caller as sent, right = agent as received."""
+        left = place_on_timeline(self.track.sent16, STT_RATE)
+        right = place_on_timeline(self.received16, STT_RATE)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_stereo_wav(path, left, right, STT_RATE)

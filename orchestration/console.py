@@ -1,4 +1,4 @@
-"""What a person sees in the terminal: one line per finished call and a run summary table."""
+"""What a person sees in the terminal at the end of a run: the summary table and warnings."""
 
 from __future__ import annotations
 
@@ -12,18 +12,6 @@ console = Console(highlight=False)
 
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
-
-
-def print_call(record: dict[str, Any], done: int, planned: int) -> None:
-    u = record.get("understanding") or {}
-    correct = u.get("correct") or {}
-    marks = " ".join(f"{k}={'ok' if v else 'WRONG'}" for k, v in correct.items())
-    lat = (record.get("metrics") or {}).get("response_latency_ms") or []
-    med = sorted(lat)[len(lat) // 2] if lat else None
-    status = record["status"] if record["status"] == "completed" else (
-        f"[red]failed: {record.get('failure_reason')}[/red]")
-    console.print(f"[{done}/{planned}] {record['call_id']}: {status}, {record['duration_s']:.0f} s, "
-                  f"median latency {_ms(med)} ms, {marks}")
 
 
 def print_summary(summary: dict[str, Any], run_dir: str) -> None:
