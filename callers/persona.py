@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError,
+                      field_validator)
 
 from callers.errors import ConfigError
 
@@ -50,16 +51,27 @@ class Facts(_Model):
 class Voice(_Model):
     """How the caller sounds: Piper model, rate and timbre variant."""
 
-    model: str | None = None  # path to a Piper .onnx; None = bundled en_US-joe-medium
+    model: str | None = None  # path to a Piper .onnx (config beside it); None = bundled joe
     speaking_rate: Annotated[Number, _between(0.5, 2.0, exclusive=True)] = 1.0
     variant: Annotated[Whole, _between(0, 4)] = 0
 
+    @field_validator("model")
+    @classmethod
+    def _model_exists(cls, value: str | None) -> str | None:
+        if value is not None and not Path(value).is_file():
+            raise ValueError(f"Piper model file not found: {value}")
+        return value
+
 
 class Temperament(_Model):
-    """Character knobs of the scripted policy."""
+    """Character knobs: patience, talkativeness, and how soon the caller answers."""
 
-    patience: Probability = 0.5
-    verbosity: Probability = 0.3
+    patience: Probability = 0.5  # patient callers ask the agent to repeat more before giving up
+    verbosity: Probability = 0.3  # chance of a chatty phrasing over a terse one
+    # The caller speaks this long after the agent's speech ended (if it has its reply by then).
+    reply_after_ms: Annotated[Number, _between(500, 5000)] = 1200.0
+    # The caller hangs up when the agent stays silent this long while it waits for an answer.
+    max_wait_s: Annotated[Number, _between(3, 120)] = 15.0
 
 
 class Behaviour(_Model):
@@ -68,14 +80,32 @@ class Behaviour(_Model):
     probability: Probability = 0.0
 
 
-class Behaviours(_Model):
-    """Turn-taking behaviours; all off by default."""
+class BargeIn(Behaviour):
+    """Start answering while the agent is still talking, `after_s` into its turn."""
 
-    barge_in: Behaviour = Behaviour()
-    backchannel: Behaviour = Behaviour()
-    hesitation: Behaviour = Behaviour()
-    correction: Behaviour = Behaviour()
-    silence: Behaviour = Behaviour()
+    after_s: Annotated[Number, _between(0.2, 10)] = 1.0
+
+
+class Backchannel(Behaviour):
+    """Say "mm-hmm" during an agent turn that has gone on for `after_s`."""
+
+    after_s: Annotated[Number, _between(0.5, 10)] = 1.5
+
+
+class Hesitation(Behaviour):
+    """A deliberate pause of `pause_ms` inside a reply ("Um, ... Smith.")."""
+
+    pause_ms: Annotated[Number, _between(100, 3000)] = 450.0
+
+
+class Behaviours(_Model):
+    """Turn-taking behaviours; probabilities are per agent turn (per reply for hesitation)."""
+
+    barge_in: BargeIn = BargeIn()
+    backchannel: Backchannel = Backchannel()
+    hesitation: Hesitation = Hesitation()
+    correction: Behaviour = Behaviour(probability=1.0)  # correct a wrong read-back
+    silence: Behaviour = Behaviour()  # say nothing to one question (at most once per call)
 
 
 class Environment(_Model):
@@ -88,7 +118,7 @@ class Environment(_Model):
 class Line(_Model):
     """The telephone line: codec, band limit and packet loss."""
 
-    codec: Literal["opus", "pcmu"] = "opus"
+    codec: Literal["opus", "pcmu"] | None = None  # None = the run's target codec
     band_limit: bool = Field(default=False, strict=True)
     packet_loss_pct: Annotated[Number, _between(0, 30)] = 0.0
 
