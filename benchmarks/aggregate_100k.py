@@ -27,7 +27,7 @@ from evaluation.report_html import MAX_CALLS, write_report
 from evaluation.summary import summarize
 
 RESULTS = Path(__file__).parent / "results" / "aggregate_100k.json"
-PERSONAS = ["cooperative-david", "cooperative-john", "cooperative-maria", "impatient-sam",
+PERSONAS = ["corrector-david", "cooperative-john", "hesitant-maria", "impatient-sam",
             "noisy-cafe-li", "hesitant-ana"]
 PHASES = [("ramp", (1, 50)), ("hold", (50, 50)), ("spike", (50, 200))]
 REASONS = ["ice_timeout", "no_agent_audio", "remote_hangup_early", "call_timeout"]

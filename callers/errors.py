@@ -10,6 +10,7 @@ FAILURE_REASONS = {
     "ice_timeout": "the media connection was not established in time",
     "no_agent_audio": "the agent never spoke",
     "remote_hangup_early": "the agent hung up before the caller's goal was met",
+    "caller_gave_up": "the agent left the caller waiting longer than its patience",
     "call_timeout": "the call exceeded its maximum duration",
     "caller_error": "the caller itself failed (a bug: see failure_detail)",
     "caller_host_lost": "the process running the call died",

@@ -152,3 +152,45 @@ class GilbertElliott:
         return (f"GilbertElliott(p_good_to_bad={self.p_good_to_bad:.4g}, "
                 f"p_bad_to_good={self.p_bad_to_good:.4g}, loss_in_bad={self.loss_in_bad:g}, "
                 f"loss_in_good={self.loss_in_good:g})")
+
+
+class CallerLine:
+    """Everything between the caller's mouth and the wire, on 48 kHz frames.
+
+    Room noise is mixed first (it reaches the microphone with the voice), then the phone's
+    band limit, then network loss (a lost frame leaves a silent gap). The 16 kHz copy for the
+    recording is what was sent, resampled.
+    """
+
+    def __init__(self, rate: int, *, noise=None, band_limit: bool = False,
+                 loss: GilbertElliott | None = None) -> None:
+        from callers.audio import STT_RATE, StreamResampler
+
+        self.noise = noise  # a callers.noise.NoiseBed at `rate`, or None
+        self.band = BandLimiter(rate) if band_limit else None
+        self.loss = loss
+        self.rate = rate
+        self.delay_ms = self.band.delay_samples / rate * 1000 if self.band else 0.0
+        self.frames_lost = 0
+        self._down = StreamResampler(STT_RATE)
+        self._pending16 = np.zeros(0, np.int16)
+
+    def process(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One outgoing frame through the line: (frame for the wire, its 16 kHz copy)."""
+        if self.noise is not None:
+            frame = self.noise.mix(frame)
+        if self.band is not None:
+            frame = self.band.process(frame)
+        if self.loss is not None and self.loss.drop():
+            frame = np.zeros_like(frame)
+            self.frames_lost += 1
+        return frame, self._to16(frame)
+
+    def _to16(self, frame: np.ndarray) -> np.ndarray:
+        """Exactly one frame's worth of 16 kHz audio (the resampler's first output is short)."""
+        want = frame.size * 16000 // self.rate
+        pending = np.concatenate([self._pending16, self._down.push(frame, self.rate)])
+        if pending.size < want:
+            pending = np.concatenate([np.zeros(want - pending.size, np.int16), pending])
+        self._pending16 = pending[want:]
+        return pending[:want]

@@ -35,27 +35,62 @@ class Clock:
 
 @dataclass
 class Utterance:
-    """Audio to send, at the wire rate and at 16 kHz (for the recording), with its voiced span."""
+    """Audio to send, at the wire rate and at 16 kHz (for the recording), with its voiced spans.
+
+    Several spans are one utterance split by deliberate pauses (a hesitation): the Playout
+    reports speech_end/pause_start and pause_end/speech_start around each pause.
+    """
 
     text: str
     pcm48: np.ndarray
     pcm16: np.ndarray
-    voiced: tuple[int, int]  # first and last voiced sample, in pcm48 samples
+    spans: list[tuple[int, int]]  # first and last voiced sample of each part, in pcm48 samples
     mode: str = "turn"  # "turn" | "barge_in" | "backchannel" | "prompt"
     turn_end: bool = True
+    start_at_ms: float | None = None  # the first sample plays at this clock time, not earlier
     done: asyncio.Future | None = None
     played: int = 0
     start_ms: float | None = None
     end_ms: float | None = None
     interrupted: bool = False
+    _boundary: int = 0  # index into _boundaries() of the next one to report
+
+    @property
+    def voiced(self) -> tuple[int, int]:
+        return self.spans[0][0], self.spans[-1][1]
+
+    def _boundaries(self) -> list[tuple[int, str]]:
+        """(sample, event) for every voiced start and end, with the pauses between parts."""
+        marks: list[tuple[int, str]] = []
+        for i, (first, last) in enumerate(self.spans):
+            if i:
+                marks.append((first, "pause_end"))
+            marks.append((first, "speech_start"))
+            marks.append((last, "speech_end"))
+            if i < len(self.spans) - 1:
+                marks.append((last, "pause_start"))
+        return marks
+
+    def delay_start(self, samples: int) -> None:
+        """Prepend silence (a sub-frame start offset) before anything has played."""
+        pad16 = samples // (WIRE_RATE // STT_RATE)
+        self.pcm48 = np.concatenate([np.zeros(samples, np.int16), self.pcm48])
+        if self.pcm16.size:
+            self.pcm16 = np.concatenate([np.zeros(pad16, np.int16), self.pcm16])
+        self.spans = [(a + samples, b + samples) for a, b in self.spans]
 
 
 @dataclass
 class Playout:
-    """What the outgoing track plays next; reports voiced start and end on the clock."""
+    """What the outgoing track plays next; reports voiced starts and ends on the clock.
+
+    delay_ms is what the line adds after the Playout (a filter's delay), so reported times
+    are when the audio leaves, not when it was mixed.
+    """
 
     on_event: Callable[[str, float, Utterance], None] = lambda kind, t, u: None
     queue: deque[Utterance] = field(default_factory=deque)
+    delay_ms: float = 0.0
 
     def say(self, utterance: Utterance) -> asyncio.Future:
         utterance.done = asyncio.get_running_loop().create_future()
@@ -72,8 +107,12 @@ class Playout:
             utterance = self.queue.popleft()
             utterance.interrupted = True
             if utterance.start_ms is not None and utterance.end_ms is None:
+                marks = utterance._boundaries()[utterance._boundary:]
                 utterance.end_ms = t_ms
-                self.on_event("speech_end", t_ms, utterance)
+                if marks and marks[0][1] == "pause_end":  # stopped inside a pause
+                    self.on_event("pause_end", t_ms, utterance)
+                else:
+                    self.on_event("speech_end", t_ms, utterance)
             _resolve(utterance)
 
     def next_frame(self, t_ms: float) -> tuple[np.ndarray, np.ndarray]:
@@ -83,17 +122,26 @@ class Playout:
         if not self.queue:
             return out48, out16
         u = self.queue[0]
+        if u.played == 0 and u.start_at_ms is not None:
+            wait_ms = u.start_at_ms - self.delay_ms - t_ms
+            if wait_ms >= FRAME_MS:
+                return out48, out16
+            if wait_ms > 0:
+                u.delay_start(int(wait_ms * WIRE_RATE / 1000) // 3 * 3)
         a, b = u.played, min(u.played + WIRE_FRAME, u.pcm48.size)
         out48[: b - a] = u.pcm48[a:b]
         a16, b16 = a // 3, min(b // 3, u.pcm16.size)
         out16[: max(0, b16 - a16)] = u.pcm16[a16:b16]
-        first, last = u.voiced
-        if u.start_ms is None and a <= first < b:
-            u.start_ms = t_ms + (first - a) / WIRE_RATE * 1000
-            self.on_event("speech_start", u.start_ms, u)
-        if u.end_ms is None and a < last <= b:
-            u.end_ms = t_ms + (last - a) / WIRE_RATE * 1000
-            self.on_event("speech_end", u.end_ms, u)
+        marks = u._boundaries()
+        while u._boundary < len(marks) and a <= marks[u._boundary][0] < b + (b == u.pcm48.size):
+            sample, kind = marks[u._boundary]
+            u._boundary += 1
+            t = t_ms + self.delay_ms + (sample - a) / WIRE_RATE * 1000
+            if kind == "speech_start" and u.start_ms is None:
+                u.start_ms = t
+            if kind == "speech_end" and u._boundary == len(marks):
+                u.end_ms = t
+            self.on_event(kind, t, u)
         u.played = b
         if b >= u.pcm48.size:
             self.queue.popleft()
@@ -111,10 +159,11 @@ class OutgoingAudioTrack(MediaStreamTrack):
 
     kind = "audio"
 
-    def __init__(self, playout: Playout, clock: Clock) -> None:
+    def __init__(self, playout: Playout, clock: Clock, line=None) -> None:
         super().__init__()
         self.playout = playout
         self.clock = clock
+        self.line = line  # a callers.line.CallerLine (noise, band limit, loss) or None
         self.sent16: list[tuple[float, np.ndarray]] = []  # (t_ms, 16 kHz frame) for the recording
         self.lateness_ms: list[float] = []
         self._start: float | None = None
@@ -133,6 +182,8 @@ class OutgoingAudioTrack(MediaStreamTrack):
             self.lateness_ms.append(max(0.0, -wait) * 1000)
         t_ms = self.clock.ms()
         pcm48, pcm16 = self.playout.next_frame(t_ms)
+        if self.line is not None:
+            pcm48, pcm16 = self.line.process(pcm48)
         self.sent16.append((t_ms, pcm16))
         frame = av.AudioFrame.from_ndarray(pcm48.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = WIRE_RATE
@@ -182,11 +233,23 @@ def place_on_timeline(chunks: list[tuple[float, np.ndarray]], rate: int) -> np.n
 
 
 def utterance_from_pcm(
-    pcm: np.ndarray, rate: int, text: str, *, mode: str = "turn", record: bool = True
+    pcm: np.ndarray, rate: int, text: str, *, mode: str = "turn", record: bool = True,
+    pause_at: list[tuple[int, int]] | None = None,
 ) -> Utterance:
-    """Prepare synthesized audio for the wire (48 kHz) and, if recorded, at 16 kHz."""
+    """Prepare synthesized audio for the wire (48 kHz) and, if recorded, at 16 kHz.
+
+    pause_at: (start, end) sample ranges of pcm that are deliberate pauses; each splits the
+    voiced span into parts (a hesitation).
+    """
     from callers.audio import resample, voiced_bounds
 
     pcm48 = resample(pcm, rate, WIRE_RATE)
     pcm16 = resample(pcm, rate, STT_RATE) if record else np.zeros(0, np.int16)
-    return Utterance(text, pcm48, pcm16, voiced_bounds(pcm48, WIRE_RATE), mode=mode)
+    cuts = [0, *(x for a, b in pause_at or [] for x in (a, b)), pcm.size]
+    spans = []
+    for lo, hi in zip(cuts[::2], cuts[1::2], strict=True):
+        lo48, hi48 = lo * WIRE_RATE // rate, hi * WIRE_RATE // rate
+        first, last = voiced_bounds(pcm48[lo48:hi48], WIRE_RATE)
+        if last > first:
+            spans.append((lo48 + first, lo48 + last))
+    return Utterance(text, pcm48, pcm16, spans or [(0, 0)], mode=mode)

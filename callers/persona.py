@@ -133,8 +133,28 @@ class Persona(_Model):
     voice: Voice = Voice()
     temperament: Temperament = Temperament()
     behaviours: Behaviours = Behaviours()
+    # Off-topic remarks a wordy caller slips into replies (chance: temperament.verbosity).
+    asides: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
     environment: Environment = Environment()
     line: Line = Line()
+
+
+def traits(persona: Persona) -> str:
+    """What makes this caller hard, in a few words (for `callfleet personas list`)."""
+    b, env, line = persona.behaviours, persona.environment, persona.line
+    words = [f"{name.replace('_', '-')} {getattr(b, name).probability:g}"
+             for name in ("barge_in", "backchannel", "hesitation", "silence")
+             if getattr(b, name).probability > 0]
+    if persona.voice.speaking_rate != 1.0:
+        words.append(f"rate {persona.voice.speaking_rate:g}")
+    if persona.asides:
+        words.append("asides")
+    if env.noise != "none":
+        words.append(f"{env.noise} noise {env.snr_db:g} dB")
+    if line.codec or line.band_limit or line.packet_loss_pct:
+        words.append(" ".join(filter(None, [line.codec, "band-limited" * line.band_limit,
+                                            f"{line.packet_loss_pct:g}% loss"])))
+    return ", ".join(words) or "cooperative"
 
 
 # pydantic error type -> what was expected, for messages a persona author can act on.

@@ -14,6 +14,7 @@ class Turn:
     text: str
     start_ms: float
     end_ms: float
+    mode: str = "turn"  # caller speech: "turn" | "barge_in" | "backchannel"
 
 
 @dataclass

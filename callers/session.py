@@ -6,14 +6,16 @@ import asyncio
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from aiortc import RTCPeerConnection
 
 from callers.audio import STT_RATE, write_stereo_wav
-from callers.brain import GOAL_FACTS, Brain, ScriptedBrain
+from callers.behaviour import AgentTurnPlan, CallerBehaviour
+from callers.brain import GOAL_FACTS, Brain, Reply, ScriptedBrain, classify_intent
+from callers.caller_voice import CallerVoice, caller_line
 from callers.errors import CallFailed
 from callers.loopback import candidate_addresses, loopback_only
 from callers.media import (
@@ -23,7 +25,6 @@ from callers.media import (
     Utterance,
     place_on_timeline,
     received_frames,
-    utterance_from_pcm,
 )
 from callers.network import network_stats
 from callers.persona import Persona
@@ -47,7 +48,16 @@ class CallerModels:
     """Speech models shared by every call of one process (loaded once)."""
 
     stt: Transcriber
-    tts: Synthesizer
+    tts: Synthesizer  # the bundled voice; also speaks the babble of noise beds
+    voices: dict[str, Synthesizer] = field(default_factory=dict)  # other Piper models by path
+
+    async def voice(self, model: str | None) -> Synthesizer:
+        """The synthesizer for a persona's voice model, loaded once per process."""
+        if model is None:
+            return self.tts
+        if model not in self.voices:
+            self.voices[model] = await asyncio.to_thread(Synthesizer, model)
+        return self.voices[model]
 
 
 async def load_caller_models() -> CallerModels:
@@ -88,6 +98,9 @@ class CallSession:
         self.limits = limits
         self.audio_path = audio_path
         self.brain = brain or ScriptedBrain(persona, seed)
+        self.behaviour = CallerBehaviour(persona, seed)
+        self.seed = seed
+        self.codec = persona.line.codec or target.codec
         self.record = CallRecord(
             call_id=call_id,
             persona=persona.id,
@@ -104,11 +117,17 @@ class CallSession:
         self.agent_segments: asyncio.Queue[SpeechSegment] = asyncio.Queue()
         self.segmenter = SpeechSegmenter(hangover_ms=300)
         self.last_agent_end_ms = 0.0
+        self.last_caller_end_ms = 0.0
+        self.gave_up = False  # the caller hung up because the agent left it waiting
         self.agent_spoke = asyncio.Event()
         self.remote_hangup = asyncio.Event()
         self.local_candidates: list[str] = []
         self.remote_candidates: list[str] = []
         self._tasks: list[asyncio.Task] = []
+        self.voice: CallerVoice | None = None
+        self._turn_planned = False  # the agent's current turn already has its plan
+        self._barged_in: Reply | None = None  # what the caller blurted out during this turn
+        self.reply_late_ms: list[float] = []  # replies that missed their planned time
 
     # --- the call ------------------------------------------------------------------
 
@@ -117,6 +136,7 @@ class CallSession:
         pc = new_peer_connection(self.target)
         signaling = make_signaling(self.target)
         try:
+            await self._prepare_voice()
             await self._connect(pc, signaling)
             await asyncio.wait_for(self._converse(), self.limits.max_call_s)
             self._finish_ok()
@@ -131,11 +151,20 @@ class CallSession:
             await self._hang_up(pc, signaling)
         return self.record
 
+    async def _prepare_voice(self) -> None:
+        """The persona's voice, and its noise and phone line in the outgoing audio."""
+        tts = await self.models.voice(self.persona.voice.model)
+        self.voice = CallerVoice(self.persona, tts)
+        line = await caller_line(self.persona, self.seed, self.voice, self.models.tts)
+        if line is not None:
+            self.track.line = line
+            self.playout.delay_ms = line.delay_ms
+
     async def _connect(self, pc: RTCPeerConnection, signaling) -> None:
         channel = pc.createDataChannel("agent-state")
         channel.on("message", self._on_agent_state)
         pc.addTrack(self.track)
-        prefer_codec(pc.getTransceivers()[0], self.target.codec)
+        prefer_codec(pc.getTransceivers()[0], self.codec)
         pc.on("track", self._on_track)
         pc.on("connectionstatechange", lambda: self._on_connection_state(pc))
         with loopback_only(self.target.local):
@@ -169,19 +198,39 @@ class CallSession:
                 continue
             agent_text = " ".join(t for t in heard if t).strip()
             heard = []
-            if agent_text and await self._answer(agent_text):
+            self._turn_planned = False
+            if agent_text and await self._respond(agent_text):
                 return  # the caller hung up
         for segment in self._drain_agent_segments():  # the agent's last words (goodbye)
             await self._transcribe_agent(segment)
 
     async def _next_agent_segment(self) -> SpeechSegment | None:
+        """The agent's next speech; None when it hung up, or the caller ran out of patience."""
         get = asyncio.ensure_future(self.agent_segments.get())
         hangup = asyncio.ensure_future(self.remote_hangup.wait())
-        done, _ = await asyncio.wait({get, hangup}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (get, hangup):
-            if task not in done:
-                task.cancel()
-        return get.result() if get in done else None
+        try:
+            while True:
+                done, _ = await asyncio.wait({get, hangup}, timeout=self._patience_left_s(),
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if done or self.segmenter.in_speech or self.playout.speaking:
+                    if get in done:
+                        return get.result()
+                    if hangup in done:
+                        return None
+                    continue
+                self._event("hangup", by="caller", reason="patience")
+                self.gave_up = True
+                return None
+        finally:
+            for task in (get, hangup):
+                if not task.done():
+                    task.cancel()
+
+    def _patience_left_s(self) -> float:
+        """How much longer the caller waits in silence for the agent."""
+        quiet_since = max(self.last_agent_end_ms, self.last_caller_end_ms)
+        waited_s = (self.clock.ms() - quiet_since) / 1000
+        return max(0.05, self.persona.temperament.max_wait_s - waited_s)
 
     async def _agent_finished_turn(self) -> bool:
         """The agent has been quiet for the reply gap, with nothing more queued."""
@@ -203,25 +252,69 @@ class CallSession:
             self.turns.append(Turn("agent", text, segment.start_ms, segment.end_ms))
         return text
 
+    async def _respond(self, agent_text: str) -> bool:
+        """Reply to the agent's finished turn (or don't); True if the caller hangs up."""
+        blurted, self._barged_in = self._barged_in, None
+        if blurted is not None and classify_intent(agent_text) in (blurted.intent, "other"):
+            return False  # answered already by barging in; the rest of the turn asks nothing new
+        if self.behaviour.stay_silent():
+            self._event("caller_silence")
+            return False
+        return await self._answer(agent_text)
+
     async def _answer(self, agent_text: str) -> bool:
         """Decide and speak the caller's reply; True if the caller hangs up after it."""
+        speak_at = self.last_agent_end_ms + self.persona.temperament.reply_after_ms
         history = [(t.speaker, t.text) for t in self.turns]
         reply = await self.brain.reply(agent_text, history)
         self._event("brain_reply", intent=reply.intent, source=reply.source,
                     latency_ms=round(reply.latency_ms, 1))
         if reply.fallback_reason:
             self._event("brain_fallback", reason=reply.fallback_reason)
+        if reply.corrections:
+            self._event("caller_correction", facts=list(reply.corrections))
         if reply.text:
-            voice = self.persona.voice
-            pcm = await self.models.tts.synthesize(reply.text, voice.speaking_rate, voice.variant)
-            utterance = utterance_from_pcm(pcm, self.models.tts.sample_rate, reply.text)
-            await self.playout.say(utterance)
-            self.turns.append(
-                Turn("caller", reply.text, utterance.start_ms or 0.0, utterance.end_ms or 0.0)
-            )
+            utterance = await self.voice.utterance(reply.text,
+                                                   hesitation=self.behaviour.hesitation())
+            late = self.clock.ms() + self.playout.delay_ms - speak_at
+            if late > 0:  # decided after its planned time: an overloaded caller, counted
+                self.reply_late_ms.append(round(late, 1))
+            await self._say(utterance, start_at_ms=speak_at)
         if reply.end_call:
             self._event("hangup", by="caller")
         return reply.end_call
+
+    async def _say(self, utterance: Utterance, start_at_ms: float | None = None) -> None:
+        utterance.start_at_ms = start_at_ms
+        await self.playout.say(utterance)
+        if utterance.start_ms is not None:
+            self.turns.append(Turn("caller", utterance.text, utterance.start_ms,
+                                   utterance.end_ms or utterance.start_ms, utterance.mode))
+            self.last_caller_end_ms = utterance.end_ms or self.clock.ms()
+
+    async def _act_during_agent_turn(self, plan: AgentTurnPlan, turn_start_ms: float) -> None:
+        """Backchannel and/or barge in at the planned offsets, if the agent is still talking."""
+        actions = sorted((after, kind) for after, kind in (
+            (plan.backchannel_after_ms, "backchannel"), (plan.barge_in_after_ms, "barge_in"))
+            if after is not None)
+        for after_ms, kind in actions:
+            if kind == "backchannel":
+                utterance = await self.voice.utterance(plan.backchannel, mode="backchannel")
+                utterance.turn_end = False
+            else:
+                reply = self.brain.anticipate()
+                if reply is None:
+                    continue
+                utterance = await self.voice.utterance(reply.text, mode="barge_in")
+            at_ms = turn_start_ms + after_ms
+            await asyncio.sleep(max(0.0, at_ms - self.playout.delay_ms - self.clock.ms()) / 1000)
+            if not self.segmenter.in_speech or self.playout.speaking:
+                return  # the agent's turn is over (or the caller is already talking)
+            if kind == "barge_in":
+                self.brain.said(reply)
+                self._barged_in = reply
+                self._event("caller_barge_in", intent=reply.intent)
+            await self._say(utterance, start_at_ms=at_ms)
 
     # --- callbacks from media and data channel --------------------------------------
 
@@ -243,6 +336,12 @@ class CallSession:
         if event.kind == "start":
             self._event("agent_speech_start", t_ms=event.t_ms)
             self.agent_spoke.set()
+            if not self._turn_planned and self.voice is not None:
+                self._turn_planned = True  # one plan per agent turn, however VAD splits it
+                plan = self.behaviour.plan_agent_turn()
+                if plan != AgentTurnPlan():
+                    self._tasks.append(asyncio.create_task(
+                        self._act_during_agent_turn(plan, event.t_ms), name="caller-interject"))
         else:
             self._event("agent_speech_end", t_ms=event.t_ms)
             self.last_agent_end_ms = event.t_ms
@@ -257,12 +356,13 @@ class CallSession:
         return segments
 
     def _on_caller_speech(self, kind: str, t_ms: float, utterance: Utterance) -> None:
-        if kind == "speech_start":
-            self._event("caller_speech_start", t_ms=t_ms, mode=utterance.mode)
-        else:
-            self._event("caller_speech_end", t_ms=t_ms, mode=utterance.mode)
-            if utterance.turn_end and utterance.mode == "turn":
-                self._event("caller_turn_end", t_ms=t_ms)
+        if kind in ("pause_start", "pause_end"):
+            self._event(kind.replace("pause", "hesitation"), t_ms=t_ms)
+            return
+        self._event(f"caller_{kind}", t_ms=t_ms, mode=utterance.mode)
+        last_part = utterance.end_ms is not None or utterance.interrupted
+        if kind == "speech_end" and last_part and utterance.turn_end:
+            self._event("caller_turn_end", t_ms=t_ms)
 
     def _on_agent_state(self, message) -> None:
         try:
@@ -288,6 +388,9 @@ class CallSession:
     def _finish_ok(self) -> None:
         if self.brain.goal_met:
             self.record.status = "completed"
+        elif self.gave_up:
+            wait_s = self.persona.temperament.max_wait_s
+            self._fail("caller_gave_up", f"the agent left the caller waiting {wait_s:g} s")
         else:
             missing = sorted(GOAL_FACTS - self.brain.facts_given)
             self._fail("remote_hangup_early", "goal not met; never said: " + ", ".join(missing))
@@ -299,7 +402,7 @@ class CallSession:
 
     async def _hang_up(self, pc: RTCPeerConnection, signaling) -> None:
         try:
-            clock_rate = 8000 if self.target.codec == "pcmu" else 48_000
+            clock_rate = 8000 if self.codec == "pcmu" else 48_000
             self.record.network = await asyncio.wait_for(network_stats(pc, clock_rate), 2.0)
         except Exception as e:  # stats are a nice-to-have; the record must still be written
             log.debug("getStats failed: %s", e)
@@ -322,15 +425,18 @@ class CallSession:
         rec = self.record
         rec.duration_s = round(self.clock.ms() / 1000, 3)
         rec.turns = [t.__dict__ | {"start_ms": round(t.start_ms, 1), "end_ms": round(t.end_ms, 1)}
-                     for t in self.turns]
+                     for t in sorted(self.turns, key=lambda t: t.start_ms)]
         rec.events = [e.to_dict() for e in sorted(self.events, key=lambda e: e.t_ms)]
         late = self.track.lateness_ms
         rec.generator = {
             "pacing_late_ms_p99": round(float(np.percentile(late, 99)), 2) if late else None,
             "frames_sent": len(late),
+            "reply_late_ms": self.reply_late_ms,
         }
-        rec.transport = {"local_candidates": self.local_candidates,
+        rec.transport = {"codec": self.codec, "local_candidates": self.local_candidates,
                          "remote_candidates": self.remote_candidates}
+        if self.track.line is not None and self.track.line.loss is not None:
+            rec.transport["frames_dropped_by_line"] = self.track.line.frames_lost
 
     def _write_audio(self, path: Path) -> None:
         """Stereo WAV on the call's clock: left = caller as sent, right = agent as received."""

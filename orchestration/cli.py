@@ -109,12 +109,14 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _personas(args: argparse.Namespace) -> int:
-    from callers.persona import list_personas, load_persona
+    from callers.persona import list_personas, load_persona, traits
 
     if args.personas_command == "list":
-        for p in list_personas():
-            f = p.facts
-            print(f"{p.id:28} {p.display_name:18} {f.amount:>8g}  {p.goal}")
+        personas = list_personas()
+        width = max(len(p.id) for p in personas)
+        for p in personas:
+            print(f"{p.id:{width}}  {p.facts.first_name} {p.facts.last_name}: {p.goal}"
+                  f"  [{traits(p)}]")
         return EXIT_OK
     failed = 0
     for path in args.files:

@@ -39,9 +39,9 @@ PHASES = [
     [("clean-json", "clean", "json-offer", "cooperative-john", 1)],
     [("slow", "slow", "json-offer", "cooperative-john", 1)],
     [
-        ("clean-whip", "clean", "whip", "cooperative-maria", 2),
-        ("mishear", "mishear", "json-offer", "cooperative-david", 3),
-        ("drop", "drop", "json-offer", "cooperative-maria", 4),
+        ("clean-whip", "clean", "whip", "hesitant-maria", 2),
+        ("mishear", "mishear", "json-offer", "corrector-david", 3),
+        ("drop", "drop", "json-offer", "hesitant-maria", 4),
     ],
 ]
 
