@@ -11,10 +11,12 @@ from dataclasses import dataclass
 
 from callers.language import (canonical_amount, extract_name, find_amount, normalize_name,
                               number_to_words)
-from callers.persona import Persona
+from callers.persona import Facts, Persona
 
-# The caller's goal is met once the agent has been told all of these.
-GOAL_FACTS = frozenset({"reason", "first_name", "last_name", "amount"})
+# The caller's goal is met once the agent has been told all of these; an interrupting caller
+# volunteers them in this order.
+FACT_ORDER = ("reason", "first_name", "last_name", "amount")
+GOAL_FACTS = frozenset(FACT_ORDER)
 
 INTENTS = ("reason", "first_name", "last_name", "amount", "confirmation", "feedback", "goodbye",
            "other")
@@ -64,12 +66,36 @@ class Brain(ABC):
             result.fallback_reason = "timeout" if isinstance(e, TimeoutError) else (
                 f"{type(e).__name__}: {e}")
         result.latency_ms = (time.perf_counter() - start) * 1000.0
-        self._facts_given.update(result.facts)
+        self._record_facts(result.facts)
         return result
+
+    def anticipate(self) -> Reply | None:
+        """What the caller would blurt out if it interrupted the agent now: the next goal fact
+        not yet given (FACT_ORDER), or None when all were. A preview: call said() if it is
+        spoken (the agent may stop talking first, and then it never is)."""
+        return self._anticipate()
+
+    def said(self, reply: Reply) -> None:
+        """Record that reply was spoken: its facts count as given (again is harmless)."""
+        self._record_facts(reply.facts)
+
+    async def aclose(self) -> None:
+        """Release what the brain holds (an HTTP client); the default holds nothing."""
+
+    def _record_facts(self, facts: tuple[str, ...]) -> None:
+        # The fallback learns what was said whoever said it, so that when it takes a turn (or
+        # an interruption) it neither repeats a fact nor skips one.
+        self._facts_given.update(facts)
+        if self.fallback is not None:
+            self.fallback._record_facts(facts)
 
     @abstractmethod
     async def _decide(self, agent_text: str, history: list[tuple[str, str]]) -> Reply:
         """The brain's own decision, without timing or fallback."""
+
+    def _anticipate(self) -> Reply | None:
+        """The brain's own interruption; by default its fallback's (None without one)."""
+        return self.fallback._anticipate() if self.fallback is not None else None
 
 
 # --- reading the agent's words (Whisper transcripts: case, punctuation and digits vary) ---
@@ -141,6 +167,19 @@ def read_backs(agent_text: str) -> dict[str, str]:
     return found
 
 
+def wrong_read_backs(agent_text: str, facts: Facts) -> list[str]:
+    """Facts the agent read back with a wrong value, in a fixed order (names, then amount)."""
+    heard = read_backs(agent_text)
+    wrong = [
+        fact for fact in ("first_name", "last_name")
+        # Exact, not names_match: a near miss ("Smyth") is exactly what a caller corrects.
+        if fact in heard and normalize_name(heard[fact]) != normalize_name(getattr(facts, fact))
+    ]
+    if "amount" in heard and heard["amount"] != canonical_amount(facts.amount):
+        wrong.append("amount")
+    return wrong
+
+
 def _question(agent_text: str) -> str:
     """The question asked, as a phrase-table key (INTENTS plus full_name and anything_else)."""
     text = normalize(_without_read_backs(agent_text))
@@ -189,6 +228,14 @@ _PHRASES: dict[str, tuple[list[str], list[str]]] = {
     "other": (["Sorry, could you repeat that?"],
               ["Sorry, I didn't catch that. Could you repeat it?"]),
 }
+# Interrupting the agent with the next fact: "Sorry, " marks the barge-in and a full sentence
+# makes it a turn, clearly longer than a backchannel.
+_INTERRUPTIONS = {
+    "reason": ["Sorry, I'm calling about {reason}.", "Sorry, I need some help with {reason}."],
+    "first_name": ["Sorry, my first name is {first}.", "Sorry, my first name would be {first}."],
+    "last_name": ["Sorry, my last name is {last}.", "Sorry, my last name would be {last}."],
+    "amount": ["Sorry, the amount is {amount} dollars.", "Sorry, it's about {amount} dollars."],
+}
 _FACTS_STATED = {"reason": ("reason",), "first_name": ("first_name",), "last_name": ("last_name",),
                  "full_name": ("first_name", "last_name"), "amount": ("amount",)}
 
@@ -208,6 +255,10 @@ class ScriptedBrain(Brain):
         self.persona = persona
         self.seed = seed
         self._rng = random.Random(seed)
+        # Own streams, so correcting or interrupting does not shift the phrasing choices.
+        self._correction_rng = random.Random(f"{seed}:correction")
+        self._interruption_rng = random.Random(f"{seed}:anticipate")
+        self._aside_rng = random.Random(f"{seed}:asides")
         self._unclear_in_a_row = 0
         # Patient callers ask to repeat more often before giving up.
         self.max_repeats = 1 + round(persona.temperament.patience * 4)
@@ -229,6 +280,8 @@ class ScriptedBrain(Brain):
         parts = [self._correction_text(i, fact) for i, fact in enumerate(corrections)]
         if not (corrections and intent in ("confirmation", "other")):
             parts.append(self._phrase(key))
+        if key in _FACTS_STATED and (aside := self._aside()):
+            parts.append(aside)  # after the answer: the agent must pick the fact out of it
         facts = {*corrections, *_FACTS_STATED.get(key, ())}
         return Reply(" ".join(parts), intent=intent, facts=tuple(sorted(facts)),
                      corrections=tuple(corrections))
@@ -239,22 +292,32 @@ class ScriptedBrain(Brain):
         text = self._rng.choice(options).format(**self._fields())
         return text[0].upper() + text[1:]
 
+    def _aside(self) -> str:
+        """An off-topic remark (a rambler's), drawn from its own stream, or ""."""
+        asides = self.persona.asides
+        if not asides or self._aside_rng.random() >= self.persona.temperament.verbosity:
+            return ""
+        return self._aside_rng.choice(asides)
+
     def _fields(self) -> dict[str, str]:
         f = self.persona.facts
         return {"first": f.first_name, "last": f.last_name, "reason": f.reason,
                 "amount": say_amount(f.amount)}
 
+    def _anticipate(self) -> Reply | None:
+        fact = next((f for f in FACT_ORDER if f not in self._facts_given), None)
+        if fact is None:
+            return None
+        text = self._interruption_rng.choice(_INTERRUPTIONS[fact]).format(**self._fields())
+        return Reply(text, intent=fact, facts=(fact,))
+
     def _corrections(self, agent_text: str) -> list[str]:
-        """Facts the agent read back with a wrong value, in a fixed order."""
-        heard = read_backs(agent_text)
-        f = self.persona.facts
-        wrong = [
-            fact for fact in ("first_name", "last_name")
-            # Exact, not names_match: a near miss ("Smyth") is exactly what a caller corrects.
-            if fact in heard and normalize_name(heard[fact]) != normalize_name(getattr(f, fact))
-        ]
-        if "amount" in heard and heard["amount"] != canonical_amount(f.amount):
-            wrong.append("amount")
+        """The wrong read-backs this turn corrects: all of them with the persona's correction
+        probability, else none (the caller lets them pass). One draw per turn that has any."""
+        wrong = wrong_read_backs(agent_text, self.persona.facts)
+        p = self.persona.behaviours.correction.probability
+        if wrong and self._correction_rng.random() >= p:
+            return []
         return wrong
 
     def _correction_text(self, index: int, fact: str) -> str:

@@ -23,6 +23,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--concurrency", type=_positive_int, default=3)
     demo.add_argument("--out", type=Path, default=Path("runs"), help="parent of the run dir")
     demo.add_argument("--seed", type=int, default=1)
+    demo.add_argument("--llm-base-url", metavar="URL", default=None,
+                      help="callers talk via an OpenAI-compatible LLM at URL (with --llm-model)")
+    demo.add_argument("--llm-model", metavar="NAME", default=None)
+    demo.add_argument("--llm-api-key-env", metavar="VAR", default=None,
+                      help="environment variable holding the API key (default OPENAI_API_KEY)")
 
     run = sub.add_parser("run", help="place the calls of a run config (configs/*.yaml)")
     run.add_argument("config", type=Path)
@@ -83,9 +88,31 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from orchestration.config import with_brain
     from orchestration.run import demo_config, run_config
 
-    return run_config(demo_config(args.calls, args.concurrency, args.seed), args.out)
+    config = demo_config(args.calls, args.concurrency, args.seed)
+    brain = _demo_brain(args)
+    if brain is not None:
+        config = with_brain(config, brain, where="--llm-* flags")  # a missing key fails here
+    return run_config(config, args.out)
+
+
+def _demo_brain(args: argparse.Namespace) -> dict | None:
+    """The brain section the --llm-* flags ask for (None: the scripted default)."""
+    given = {flag: value for flag, value in [("--llm-base-url", args.llm_base_url),
+                                             ("--llm-model", args.llm_model),
+                                             ("--llm-api-key-env", args.llm_api_key_env)]
+             if value is not None}
+    if not given:
+        return None
+    for flag in ("--llm-base-url", "--llm-model"):
+        if flag not in given:
+            raise ConfigError(f"{flag} is required with {' and '.join(given)}")
+    brain = {"kind": "llm", "base_url": args.llm_base_url, "model": args.llm_model}
+    if args.llm_api_key_env is not None:
+        brain["api_key_env"] = args.llm_api_key_env
+    return brain
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -1,14 +1,17 @@
-"""Run configs (configs/*.yaml): target, persona mix, load profile, limits; validated up front."""
+"""Run configs (configs/*.yaml): target, persona mix, brain, load profile, limits; validated
+up front."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from callers.errors import ConfigError
+from callers.llm_brain import LLMConfig
 from callers.transport import Target
 
 
@@ -30,6 +33,35 @@ class TargetConfig(_Model):
         if url == "reference":
             url = f"{base_url}/whip" if self.signaling == "whip" else f"{base_url}/offer"
         return Target(url, signaling=self.signaling, token_env=self.token_env, codec=self.codec)
+
+
+class ScriptedBrainConfig(_Model):
+    """The offline default: callers.brain.ScriptedBrain."""
+
+    kind: Literal["scripted"] = "scripted"
+
+
+class LLMBrainConfig(LLMConfig):
+    """callers.llm_brain.LLMBrain against an OpenAI-compatible endpoint; the key stays in the
+    environment variable named by api_key_env and never enters the config."""
+
+    kind: Literal["llm"]
+
+
+BrainConfig = Annotated[ScriptedBrainConfig | LLMBrainConfig, Field(discriminator="kind")]
+_BRAIN = TypeAdapter(BrainConfig)
+
+
+def brain_config(data: dict[str, Any] | None) -> ScriptedBrainConfig | LLMBrainConfig:
+    """A brain section from plain data (None = scripted); hosts rebuild it from call specs."""
+    return _BRAIN.validate_python(data or {"kind": "scripted"})
+
+
+def require_api_key(brain: ScriptedBrainConfig | LLMBrainConfig, where: str) -> None:
+    """An llm brain whose key variable is unset fails before any call; only the name is shown."""
+    if isinstance(brain, LLMBrainConfig) and not os.environ.get(brain.api_key_env):
+        raise ConfigError(f"{where}: environment variable {brain.api_key_env} (the API key for "
+                          f"{brain.base_url}) is not set")
 
 
 class Baseline(_Model):
@@ -96,6 +128,7 @@ class RunConfig(_Model):
     seed: int = 1
     target: TargetConfig = TargetConfig()
     personas: dict[str, float] = Field(min_length=1)  # persona id -> weight
+    brain: BrainConfig = ScriptedBrainConfig()
     load: LoadConfig
     fleet: FleetConfig = FleetConfig()
     gates: dict | None = None  # parsed by evaluation.gates
@@ -124,21 +157,58 @@ def load_run_config(path: str | Path) -> RunConfig:
     try:
         config = RunConfig.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(f"{path}: {_first_error(e)}") from None
+        raise ConfigError(f"{path}: {_first_error(e, data)}") from None
     _check_personas(path, config)
+    require_api_key(config.brain, f"{path}: brain.api_key_env")
     return config
 
 
-def _first_error(error: ValidationError) -> str:
+# Fields whose input is never echoed: a secret pasted where its variable's name belongs.
+_NOT_ECHOED = ("api_key_env", "token_env")
+_TAG_ERRORS = ("union_tag_not_found", "union_tag_invalid")
+
+
+def _first_error(error: ValidationError, data: Any = None) -> str:
     first = error.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"] if not str(p).startswith(("function-", "tagged")))
+    loc = ".".join(str(p) for p in _field_path(first["loc"], data)
+                   if not str(p).startswith(("function-", "tagged")))
     msg = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
     msg = msg.removeprefix("Value error, ")
     got = first.get("input")
-    shown = "" if first["type"] in ("extra_forbidden", "missing") or isinstance(got, dict) else (
-        f", got {got!r}")
+    if first["type"] in _TAG_ERRORS:  # pydantic's wording names its internals
+        ctx = first["ctx"]
+        loc = f"{loc}.{ctx['discriminator'].strip(chr(39))}"
+        msg = (f"expected one of {ctx['expected_tags']}" if "tag" in ctx else "field required")
+        got = ctx.get("tag")
+    hidden = first["type"] in ("extra_forbidden", "missing") or loc.endswith(_NOT_ECHOED)
+    shown = "" if hidden or got is None or isinstance(got, dict) else f", got {got!r}"
     more = f" (and {len(error.errors()) - 1} more)" if len(error.errors()) > 1 else ""
     return f"{loc}: {msg}{shown}{more}" if loc else f"{msg}{more}"
+
+
+def _field_path(loc: tuple, data: Any) -> list:
+    """loc without the tags pydantic inserts for tagged unions ("brain.llm.model" ->
+    "brain.model"): a part before the last that is not a key of the data there is a tag."""
+    path = []
+    for i, part in enumerate(loc):
+        if isinstance(data, dict) and part not in data and i < len(loc) - 1:
+            continue
+        path.append(part)
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            data = None
+    return path
+
+
+def with_brain(config: RunConfig, brain: dict[str, Any], where: str) -> RunConfig:
+    """config with its brain section replaced (callfleet demo --llm-*), checked like a file's."""
+    try:
+        section = brain_config(brain)
+    except ValidationError as e:
+        raise ConfigError(f"{where}: {_first_error(e, brain)}") from None
+    require_api_key(section, where)
+    return config.model_copy(update={"brain": section})
 
 
 def _check_personas(path: Path, config: RunConfig) -> None:

@@ -97,6 +97,7 @@ def plan_specs(config: RunConfig, target: Target) -> list[dict[str, Any]]:
     used = dict.fromkeys(names, 0)
     target_fields = {"url": target.url, "signaling": target.signaling,
                      "token_env": target.token_env, "codec": target.codec}
+    brain = config.brain.model_dump()  # the key's variable name only; hosts read the key
     specs = []
     for i in range(config.load.total_calls):
         # The persona furthest behind its share goes next: deterministic, every one used.
@@ -104,7 +105,7 @@ def plan_specs(config: RunConfig, target: Target) -> list[dict[str, Any]]:
         used[persona] += 1
         specs.append({"call_id": f"c{i:05d}-{resolve_persona(persona).id}", "persona": persona,
                       "seed": config.seed * 100_003 + i, "target": target_fields,
-                      "max_call_s": config.fleet.max_call_s})
+                      "brain": brain, "max_call_s": config.fleet.max_call_s})
     return specs
 
 

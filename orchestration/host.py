@@ -12,10 +12,13 @@ from typing import Any
 
 import numpy as np
 
+from callers.brain import Brain, ScriptedBrain
+from callers.llm_brain import LLMBrain
 from callers.persona import Persona, resolve_persona
 from callers.record import CallRecord
 from callers.session import CallerModels, CallSession, SessionLimits, load_caller_models
 from callers.transport import Target
+from orchestration.config import LLMBrainConfig, brain_config
 
 LAG_PROBE_S = 0.05
 
@@ -55,6 +58,14 @@ def restore_priority() -> None:
             os.setpriority(os.PRIO_PROCESS, int(tid), 0)
         except (PermissionError, ProcessLookupError, OSError):
             pass  # not root: lowering niceness is not allowed; generator health will show it
+
+
+def make_brain(section: dict[str, Any] | None, persona: Persona, seed: int) -> Brain:
+    """A fresh brain for one call from the spec's brain section (None = scripted)."""
+    config = brain_config(section)
+    if isinstance(config, LLMBrainConfig):  # the key is read from its variable, here only
+        return LLMBrain(persona, seed, config)
+    return ScriptedBrain(persona, seed)
 
 
 class CallerHostImpl:
@@ -107,13 +118,18 @@ class CallerHostImpl:
         persona = self.personas.get(spec["persona"])
         if persona is None:
             persona = self.personas[spec["persona"]] = resolve_persona(spec["persona"])
-        session = CallSession(
-            persona, spec["seed"], Target(**spec["target"]), self.models,
-            call_id=spec["call_id"], audio_path=self.run_dir / "audio" / f"{spec['call_id']}.wav",
-            limits=SessionLimits(max_call_s=spec.get("max_call_s", 240.0)),
-            concurrency_at_start=spec.get("concurrency_at_start", 1),
-        )
-        return (await session.run()).to_dict()
+        brain = make_brain(spec.get("brain"), persona, spec["seed"])
+        try:
+            session = CallSession(
+                persona, spec["seed"], Target(**spec["target"]), self.models,
+                call_id=spec["call_id"],
+                audio_path=self.run_dir / "audio" / f"{spec['call_id']}.wav",
+                limits=SessionLimits(max_call_s=spec.get("max_call_s", 240.0)),
+                brain=brain, concurrency_at_start=spec.get("concurrency_at_start", 1),
+            )
+            return (await session.run()).to_dict()
+        finally:
+            await brain.aclose()  # one HTTP client per call, closed with it
 
     async def _null_call(self, spec: dict[str, Any]) -> dict[str, Any]:
         """No media: a timed wait through the same scheduler and result path."""

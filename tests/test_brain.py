@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import random
 
 import pytest
 
-from callers.brain import Brain, Reply, ScriptedBrain, classify_intent, read_backs
+from callers.brain import (FACT_ORDER, Brain, Reply, ScriptedBrain, classify_intent, read_backs,
+                           wrong_read_backs)
 from callers.language import find_amount
+from callers.behaviour import BACKCHANNELS
 from callers.persona import find_persona, list_personas
 
 JOHN = find_persona("cooperative-john")
@@ -21,9 +24,15 @@ FLOW = [
 ]
 
 
-
 def john_with(**temperament: float):
     return JOHN.model_copy(update={"temperament": JOHN.temperament.model_copy(update=temperament)})
+
+
+def john_correcting(probability: float):
+    behaviours = JOHN.behaviours.model_copy(
+        update={"correction": JOHN.behaviours.correction.model_copy(
+            update={"probability": probability})})
+    return JOHN.model_copy(update={"behaviours": behaviours})
 
 
 @pytest.mark.parametrize(
@@ -197,3 +206,147 @@ async def test_scripted_reply_is_measured_and_not_marked_as_fallback():
     reply = await ScriptedBrain(JOHN, seed=1).reply("What is your first name?", [])
     assert reply.source == "scripted" and reply.fallback_reason == ""
     assert reply.latency_ms >= 0
+
+
+# --- wrong read-backs, shared by ScriptedBrain and LLMBrain ---------------------------------
+
+
+def test_wrong_read_backs_lists_only_the_wrong_values_names_first():
+    f = JOHN.facts  # John Smith, 250
+    assert wrong_read_backs("So that's 300 dollars, and your last name as Smyth?", f) == [
+        "last_name", "amount"]
+    assert wrong_read_backs("I have your name as Jon Smith.", f) == ["first_name"]
+    assert wrong_read_backs("I have your last name as S-M-I-T-H and $250.", f) == []
+    assert wrong_read_backs("What is your last name?", f) == []
+
+
+# --- correction probability -----------------------------------------------------------------
+
+WRONG_THEN_QUESTION = "I have your last name as Smyth. What amount of money is this about?"
+WRONG_CONFIRM = "I have your last name as Smyth, is that correct?"
+
+
+async def test_correction_probability_0_lets_a_wrong_read_back_pass():
+    brain = ScriptedBrain(john_correcting(0.0), seed=1)
+    confirmed = await brain.reply(WRONG_CONFIRM, [])
+    assert confirmed.text.startswith("Yes") and confirmed.intent == "confirmation"
+    assert confirmed.corrections == () and "last_name" not in brain.facts_given
+    answered = await brain.reply(WRONG_THEN_QUESTION, [])
+    assert "Smith" not in answered.text and "S-M-I-T-H" not in answered.text
+    assert find_amount(answered.text) == 250 and answered.corrections == ()
+
+
+async def test_correction_probability_follows_its_own_seeded_stream():
+    for seed in (1, 2, 3):
+        brain = ScriptedBrain(john_correcting(0.5), seed=seed)
+        stream = random.Random(f"{seed}:correction")
+        expected = [stream.random() < 0.5 for _ in range(20)]
+        corrected = [bool((await brain.reply(WRONG_CONFIRM, [])).corrections)
+                     for _ in range(20)]
+        assert corrected == expected
+        assert 0 < sum(corrected) < 20
+
+
+async def test_turns_without_a_wrong_read_back_draw_nothing_from_the_correction_stream():
+    first = random.Random("4:correction").random() < 0.5
+    brain = ScriptedBrain(john_correcting(0.5), seed=4)
+    for text in [*FLOW[:4], "I have your last name as Smith, is that correct?"]:
+        assert (await brain.reply(text, [])).corrections == ()
+    assert bool((await brain.reply(WRONG_CONFIRM, [])).corrections) == first
+
+
+async def test_default_correction_probability_always_corrects():
+    assert JOHN.behaviours.correction.probability == 1.0
+    brain = ScriptedBrain(JOHN, seed=9)
+    for _ in range(10):
+        assert (await brain.reply(WRONG_CONFIRM, [])).corrections == ("last_name",)
+
+
+# --- anticipate: what the caller blurts out when it barges in -------------------------------
+
+
+def test_anticipate_states_the_goal_facts_in_order_then_nothing():
+    brain = ScriptedBrain(JOHN, seed=1)
+    replies = []
+    for _ in FACT_ORDER:
+        replies.append(brain.anticipate())
+        brain.said(replies[-1])
+    assert [r.intent for r in replies] == list(FACT_ORDER)
+    assert [r.facts for r in replies] == [(fact,) for fact in FACT_ORDER]
+    assert all(r.source == "scripted" and not r.end_call for r in replies)
+    assert JOHN.facts.reason in replies[0].text
+    assert "John" in replies[1].text and "Smith" in replies[2].text
+    assert find_amount(replies[3].text) == 250
+    assert brain.goal_met and brain.anticipate() is None
+
+
+@pytest.mark.parametrize("persona", list_personas(), ids=lambda p: p.id)
+def test_anticipation_is_an_interruption_not_a_backchannel(persona):
+    brain = ScriptedBrain(persona, seed=2)
+    while (reply := brain.anticipate()) is not None:
+        assert reply.text.startswith("Sorry, ")
+        assert reply.text not in BACKCHANNELS and len(reply.text.split()) >= 4
+        brain.said(reply)
+
+
+async def test_anticipate_skips_facts_already_given_and_is_only_a_preview():
+    brain = ScriptedBrain(JOHN, seed=1)
+    await brain.reply("What is your first name?", [])
+    reason = brain.anticipate()
+    assert reason.intent == "reason" and brain.facts_given == {"first_name"}  # not said yet
+    brain.said(reason)
+    assert brain.facts_given == {"first_name", "reason"}
+    brain.said(last := brain.anticipate())
+    assert last.intent == "last_name"
+    await brain.reply("What amount of money is this about?", [])
+    assert brain.goal_met and brain.anticipate() is None
+
+
+async def test_anticipate_is_deterministic_and_does_not_shift_the_replies():
+    async def call(seed: int, interrupt: bool) -> tuple[list[str], list[str]]:
+        brain = ScriptedBrain(JOHN, seed=seed)
+        blurts, replies = [], []
+        for text in FLOW:
+            if interrupt and (blurt := brain.anticipate()) is not None:
+                blurts.append(blurt.text)
+                brain.said(blurt)
+            replies.append((await brain.reply(text, [])).text)
+        return blurts, replies
+
+    for seed in range(5):
+        blurts, replies = await call(seed, interrupt=True)
+        assert (blurts, replies) == await call(seed, interrupt=True)
+        assert replies == (await call(seed, interrupt=False))[1]
+    firsts = {ScriptedBrain(JOHN, seed=seed).anticipate().text for seed in range(20)}
+    assert len(firsts) > 1  # the seed picks among phrasings
+
+
+def test_said_counts_a_spoken_interruption_once():
+    brain = ScriptedBrain(JOHN, seed=1)
+    blurt = brain.anticipate()
+    brain.said(blurt)
+    assert brain.facts_given == {"reason"}
+    assert brain.anticipate().intent == "first_name"
+
+
+async def test_fallback_keeps_facts_given_in_step_with_its_brain():
+    fallback = ScriptedBrain(JOHN, seed=1)
+    brain = _BrokenBrain(fallback=fallback)
+    await brain.reply("How can I help you today?", [])
+    assert fallback.facts_given == brain.facts_given == {"reason"}
+    blurt = brain.anticipate()  # no interruption of its own: the fallback's
+    assert blurt.intent == "first_name"
+    brain.said(blurt)
+    assert fallback.facts_given == brain.facts_given == {"reason", "first_name"}
+
+
+def test_a_rambler_adds_asides_after_the_answer_and_others_never_do():
+    rambler = find_persona("rambler-robert")
+    brain = ScriptedBrain(rambler, seed=3)
+    reply = brain.decide("What is your last name?")
+    said = [aside for aside in rambler.asides if aside in reply.text]
+    assert said  # verbosity 1.0: always
+    assert reply.text.index("Davis") < reply.text.index(said[0])
+    assert reply.facts == ("last_name",)
+    plain = ScriptedBrain(JOHN, seed=3).decide("What is your last name?")
+    assert not any(aside in plain.text for aside in rambler.asides)

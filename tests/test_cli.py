@@ -214,3 +214,58 @@ def test_installed_console_script_gives_one_line_and_exit_2_for_a_user_error(tmp
                             capture_output=True, text=True, timeout=60)
     assert listed.returncode == 0
     assert [line.split()[0] for line in listed.stdout.splitlines()] == SHIPPED
+
+
+# --- demo --llm-* ------------------------------------------------------------------------------
+
+LLM_KEY_ENV = "CALLFLEET_TEST_CLI_KEY"
+
+
+@pytest.fixture
+def captured_run(monkeypatch):
+    """Stands in for run_config: the demo's config is captured, nothing is started."""
+    import orchestration.run
+
+    configs = []
+    monkeypatch.setattr(orchestration.run, "run_config",
+                        lambda config, out, **_: configs.append(config) or 0)
+    return configs
+
+
+def test_demo_llm_flags_put_an_llm_brain_section_in_the_demo_config(monkeypatch, captured_run):
+    monkeypatch.setenv(LLM_KEY_ENV, "sk-canary-cli")
+    assert main(["demo", "--llm-base-url", "http://127.0.0.1:8000/v1", "--llm-model", "qwen",
+                 "--llm-api-key-env", LLM_KEY_ENV]) == 0
+    brain = captured_run[0].brain
+    assert (brain.kind, brain.base_url, brain.model) == ("llm", "http://127.0.0.1:8000/v1",
+                                                          "qwen")
+    assert brain.api_key_env == LLM_KEY_ENV and brain.timeout_s == 8.0
+    assert "sk-canary-cli" not in captured_run[0].model_dump_json()
+
+
+def test_demo_without_llm_flags_keeps_the_scripted_brain(captured_run):
+    assert main(["demo"]) == 0
+    assert captured_run[0].brain.kind == "scripted"
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--llm-model", "qwen"], "--llm-base-url is required with --llm-model"),
+        (["--llm-base-url", "http://127.0.0.1:8000/v1"],
+         "--llm-model is required with --llm-base-url"),
+        (["--llm-base-url", "127.0.0.1:8000", "--llm-model", "qwen"],
+         "--llm-* flags: base_url: must be an http:// or https:// URL"),
+        (["--llm-base-url", "http://127.0.0.1:8000/v1", "--llm-model", "qwen",
+          "--llm-api-key-env", "CALLFLEET_TEST_UNSET_KEY"],
+         "environment variable CALLFLEET_TEST_UNSET_KEY (the API key for "
+         "http://127.0.0.1:8000/v1) is not set"),
+    ],
+)
+def test_demo_llm_flag_errors_exit_2_with_one_line_before_anything_starts(
+        flags, expected, monkeypatch, captured_run, capsys):
+    monkeypatch.delenv("CALLFLEET_TEST_UNSET_KEY", raising=False)
+    assert main(["demo", *flags]) == 2
+    lines = error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and expected in lines[0], lines
+    assert captured_run == []

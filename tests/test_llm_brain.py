@@ -216,3 +216,109 @@ def test_prompt_history_and_parsing():
     assert facts_stated("It's about a refund for a double charge.", PERSONA) == ("reason",)
     with pytest.raises(Exception, match="extra"):
         LLMConfig(base_url="http://127.0.0.1:1/v1", model="m", api_key="sk-no")
+
+
+# --- interruptions and the fallback's view of what was said ----------------------------------
+
+
+async def test_anticipate_comes_from_the_fallback_without_a_request(llm):
+    llm.script = [("stream", ["I'm calling about a refund for a double charge."])]
+    brain = make_brain(llm)
+    await brain.reply("How can I help you today?", [])
+    blurt = brain.anticipate()
+    brain.said(blurt)
+    await brain.aclose()
+    assert len(llm.requests) == 1  # the interruption needed no round trip
+    assert blurt.text.startswith("Sorry, ") and "John" in blurt.text
+    assert blurt.intent == "first_name" and blurt.source == "scripted"
+    assert brain.facts_given == brain.fallback.facts_given == {"reason", "first_name"}
+
+
+async def test_fallback_turns_after_llm_turns_neither_repeat_nor_skip_facts(llm):
+    llm.script = [("stream", ["Hi, it's about a refund for a double charge."]),
+                  ("stream", ["Sure, my first name is John."]),
+                  ("status", 400, "bad request")]
+    brain = make_brain(llm)
+    history: list[tuple[str, str]] = []
+    for question in ("How can I help you today?", "What is your first name?",
+                     "And your last name?"):
+        reply = await brain.reply(question, history)
+        history += [("agent", question), ("caller", reply.text)]
+    await brain.aclose()
+    assert reply.source == "scripted" and "Smith" in reply.text  # the fallback's turn
+    assert brain.fallback.facts_given == brain.facts_given == {"reason", "first_name",
+                                                               "last_name"}
+    blurt = brain.anticipate()  # the fallback knows what the LLM said: amount is next
+    brain.said(blurt)
+    assert blurt.intent == "amount" and brain.goal_met
+    assert brain.anticipate() is None
+
+
+# --- the LLM brain inside a CallerHost --------------------------------------------------------
+
+
+async def test_caller_host_builds_an_llm_brain_per_call_and_closes_it(llm, monkeypatch,
+                                                                       tmp_path, caplog):
+    from callers.record import CallRecord
+    from orchestration import host as host_module
+
+    monkeypatch.setenv(KEY_ENV, CANARY)
+    caplog.set_level(logging.DEBUG)
+    brains = []
+
+    class FakeSession:  # stands in for the media: asks the brain one question, like a call
+        def __init__(self, persona, seed, target, models, *, brain, call_id, **_):
+            self.brain, self.persona, self.seed, self.call_id = brain, persona, seed, call_id
+            brains.append(brain)
+
+        async def run(self):
+            reply = await self.brain.reply("What is your first name?", [])
+            return CallRecord(call_id=self.call_id, persona=self.persona.id, seed=self.seed,
+                              status="completed", turns=[{"speaker": "caller",
+                                                          "text": reply.text}])
+
+    monkeypatch.setattr(host_module, "CallSession", FakeSession)
+    monkeypatch.setattr(host_module, "resolve_persona", lambda name: PERSONA)
+    host = host_module.CallerHostImpl(str(tmp_path))
+    host.models = object()  # no speech models needed by the fake session
+    section = {"kind": "llm", "base_url": llm.url, "model": "test-model",
+               "api_key_env": KEY_ENV, "timeout_s": 5.0, "temperature": 0.7}
+    target = {"url": "http://127.0.0.1:9/offer", "signaling": "json-offer", "token_env": None,
+              "codec": "opus"}
+    records = [await host.place({"call_id": f"c{i}", "persona": "llm-john", "seed": i,
+                                 "target": target, "brain": section}) for i in range(2)]
+    host.lag._task.cancel()
+
+    assert [r["status"] for r in records] == ["completed", "completed"]
+    assert len(brains) == 2 and brains[0] is not brains[1]  # one brain per call
+    assert all(isinstance(b, LLMBrain) and b._client is None for b in brains)  # closed
+    assert [b.seed for b in brains] == [0, 1] and brains[0].persona is PERSONA
+    assert [r["headers"]["Authorization"] for r in llm.requests] == [f"Bearer {CANARY}"] * 2
+    written = json.dumps(records) + caplog.text + json.dumps(section)
+    assert CANARY not in written
+
+
+async def test_caller_host_without_the_key_records_a_failed_call_naming_only_the_variable(
+        monkeypatch, tmp_path):
+    from orchestration import host as host_module
+
+    monkeypatch.delenv(KEY_ENV)
+    monkeypatch.setattr(host_module, "resolve_persona", lambda name: PERSONA)
+    host = host_module.CallerHostImpl(str(tmp_path))
+    host.models = object()
+    record = await host.place({
+        "call_id": "c0", "persona": "llm-john", "seed": 0,
+        "target": {"url": "http://127.0.0.1:9/offer"},
+        "brain": {"kind": "llm", "base_url": "http://127.0.0.1:9/v1", "model": "m",
+                  "api_key_env": KEY_ENV}})
+    host.lag._task.cancel()
+    assert record["status"] == "failed" and record["failure_reason"] == "caller_error"
+    assert KEY_ENV in record["failure_detail"]
+
+
+def test_make_brain_is_scripted_by_default():
+    from callers.brain import ScriptedBrain
+    from orchestration.host import make_brain
+
+    assert type(make_brain(None, PERSONA, 1)) is ScriptedBrain
+    assert type(make_brain({"kind": "scripted"}, PERSONA, 1)) is ScriptedBrain
