@@ -32,14 +32,14 @@ class CallerVoice:
     async def utterance(self, text: str, *, mode: str = "turn",
                         hesitation: tuple[str, float] | None = None) -> Utterance:
         """The utterance for text; a hesitation puts "filler, <pause>" before it."""
-        pcm = await self._pcm(text)
         rate = self.tts.sample_rate
+        pcm = _trim_lead(await self._pcm(text), rate)
         if hesitation is None:
             return utterance_from_pcm(pcm, rate, text, mode=mode)
         filler, pause_ms = hesitation
-        head = await self._pcm(filler)
+        head = _trim_lead(await self._pcm(filler), rate)
         head = head[: voiced_bounds(head, rate)[1]]  # the pause starts where the filler ends
-        tail = pcm[max(0, voiced_bounds(pcm, rate)[0] - rate * LEAD_MS // 1000):]
+        tail = pcm
         pause = np.zeros(int(rate * pause_ms / 1000), np.int16)
         glued = np.concatenate([head, pause, tail])
         return utterance_from_pcm(glued, rate, f"{filler} {text}", mode=mode,
@@ -51,6 +51,11 @@ class CallerVoice:
         pcm = await self._pcm(LEVEL_TEXT.format(first=f.first_name, last=f.last_name,
                                                 reason=f.reason))
         return active_rms(resample(pcm, self.tts.sample_rate, WIRE_RATE), WIRE_RATE)
+
+
+def _trim_lead(pcm: np.ndarray, rate: int) -> np.ndarray:
+    """Drop Piper's leading silence (random, 0-350 ms): the caller speaks when it planned to."""
+    return pcm[max(0, voiced_bounds(pcm, rate)[0] - rate * LEAD_MS // 1000):]
 
 
 def persona_seed(persona: Persona) -> int:

@@ -69,7 +69,8 @@ class Temperament(_Model):
     patience: Probability = 0.5  # patient callers ask the agent to repeat more before giving up
     verbosity: Probability = 0.3  # chance of a chatty phrasing over a terse one
     # The caller speaks this long after the agent's speech ended (if it has its reply by then).
-    reply_after_ms: Annotated[Number, _between(500, 5000)] = 1200.0
+    # Default: what Whisper tiny + Piper need on one core after the agent stops, with margin.
+    reply_after_ms: Annotated[Number, _between(500, 5000)] = 1500.0
     # The caller hangs up when the agent stays silent this long while it waits for an answer.
     max_wait_s: Annotated[Number, _between(3, 120)] = 15.0
 
