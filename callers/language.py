@@ -205,6 +205,19 @@ _NOT_NAMES = {
     "yeah", "yep", "yes", "you", "your", "incorrect", "with", "point",
 } | _NUMBER_WORDS
 
+# Hesitation sounds as Whisper spells them, stretched or not ("Umm", "Hmmm", "Uhh", "Erm") and
+# two-part ones ("Mm-hmm", "Uh-huh"): never a name, and skipped before a negation. Whole words
+# only, and not "Em" (a name): "Uma" or "Emma" stay names.
+_FILLER_SOUND = r"(?:u+h*m+|u+h+|e+r+m*|e+h+m+|e+m{2,}|a+h+m*|h*m{2,}|h+m+|h+u+h+)"
+FILLER_PATTERN = rf"{_FILLER_SOUND}(?:-{_FILLER_SOUND})*"  # one filler word, for other regexes
+_FILLER = re.compile(FILLER_PATTERN)
+
+
+def is_filler(word: str) -> bool:
+    """Whether one word is a hesitation sound: "um", "Umm", "hmm", "Uh-huh", "Mm-hmm"."""
+    return _FILLER.fullmatch(word.lower()) is not None
+
+
 _HYPHEN_SPELLED = re.compile(r"(?<![\w'’-])[A-Za-z](?:-[A-Za-z])+(?![\w'’-])")
 # Space/dot separated letters must be capitals (Whisper writes them so), or "I a" would match.
 _SPACED_SPELLED = re.compile(r"(?<![\w'’])[A-Z]\.?(?:[ ,]+[A-Z]\.?){2,}(?![\w'’])")
@@ -224,7 +237,8 @@ def extract_name(text: str) -> str | None:
     if spelled:
         return normalize_name(spelled.group()).capitalize()
     for word in _NAME_TOKEN.findall(text):
-        if len(word) > 1 and word.lower().replace("’", "'") not in _NOT_NAMES:
+        lowered = word.lower().replace("’", "'")
+        if len(word) > 1 and lowered not in _NOT_NAMES and not is_filler(lowered):
             return _capitalize(word)
     return None
 
@@ -237,7 +251,7 @@ def names_match(a: str, b: str, threshold: float = 0.8) -> bool:
     return difflib.SequenceMatcher(None, na, nb).ratio() >= threshold
 
 
-_FILLER_START = re.compile(r"^(?:(?:uh|um|erm|oh|well|hmm|so)\b[\s,.]*)+")
+_FILLER_START = re.compile(rf"^(?:(?:{FILLER_PATTERN}|oh|well|so)\b[\s,.]*)+")
 _NEGATION = re.compile(
     r"^(?:no\b(?![\s,]*(?:problem|worries)\b)|nope\b|nah\b|wrong\b|incorrect\b|actually\b"
     r"|not\s+(?:right|correct|quite|exactly)\b"

@@ -61,8 +61,10 @@ class Synthesizer:
 
         syn = SynthesisConfig(
             length_scale=1.0 / rate,
-            noise_scale=0.5 + 0.1 * variant,
-            noise_w_scale=0.6 + 0.1 * variant,
+            noise_scale=0.5 + 0.1 * variant,  # timbre
+            # No random phoneme durations: the same text always lasts as long (Piper's noise
+            # comes from unseeded ops inside the model), so a persona + seed replays its timing.
+            noise_w_scale=0.0,
             volume=0.6,
         )
         chunks = [c.audio_int16_array for c in self._voice.synthesize(text, syn)]

@@ -89,6 +89,13 @@ class SpeechSegmenter:
             return [self._finish()]
         return []
 
+    @property
+    def voiced_ms(self) -> float:
+        """The open segment's length so far: its start to its last loud voiced frame (what its
+        SpeechSegment would span if it ended now), so trailing hangover silence never counts.
+        0 outside speech."""
+        return self._last_voiced_end_ms - self._start_ms if self.in_speech else 0.0
+
     def flush(self) -> list[VadEvent]:
         """End an open segment (the stream stopped)."""
         return [self._finish()] if self.in_speech else []

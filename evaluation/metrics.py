@@ -116,11 +116,16 @@ def _barge_ins(
 def _false_yields(
     agent: list[Interval], backchannels: list[Interval], window_ms: float
 ) -> list[Finding]:
-    """Backchannels during agent speech after which the agent fell silent within the window."""
+    """Backchannels during agent speech after which the agent fell silent within the window.
+
+    The window runs from the backchannel's onset: an agent that yields reacts to the caller
+    starting to talk, and a window from its end would also catch agents simply finishing
+    their sentence just after a long "mm-hmm".
+    """
     found: list[Finding] = []
     for bc in backchannels:
         a = _covering(agent, bc.start)
-        if a is not None and not a.open and a.end <= bc.end + window_ms:
+        if a is not None and not a.open and a.end <= bc.start + window_ms:
             found.append(Finding("false_yield", bc.start))
     return found
 

@@ -1,4 +1,5 @@
-"""One call on the reference agent: hear the caller, endpoint, transcribe, answer, barge-in."""
+"""One call on the reference agent: hear the caller, endpoint, transcribe, answer, barge-in,
+re-prompt a silent caller."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from callers.transport import close_peer_connection
 from callers.tts import Synthesizer
 from callers.vad import SpeechSegmenter
 from reference_agent.dialog import Dialog
+from reference_agent.turns import REPROMPT_AFTER_S, SilenceReprompts, TurnGate
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +39,6 @@ ENDPOINT_SILENCE_MS = 600  # silence that ends the caller's turn
 # Time allowed for Whisper + Piper after the endpoint decision; the agent answers no sooner,
 # so its response time is steady (only longer when processing overruns the budget).
 PROCESSING_BUDGET_MS = 1300
-MIN_TURN_MS = 120  # shorter blips (a click, a breath) are not turns
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,12 @@ class AgentCall:
         self.pc.addTrack(OutgoingAudioTrack(self.playout, self.clock))
         self.channel = None
         self.turns: asyncio.Queue = asyncio.Queue()
+        self.segmenter = SpeechSegmenter(hangover_ms=ENDPOINT_SILENCE_MS)
+        self.gate = TurnGate(stop_on_barge_in=knobs.barge_in == "stop")
+        self.silence = SilenceReprompts()
+        # Set when the caller starts or stops speaking and when an agent utterance has played:
+        # _next_turn restarts its silence timer on it.
+        self._activity = asyncio.Event()
         self.ended = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         pc.on("track", self._on_track)
@@ -96,15 +103,23 @@ class AgentCall:
 
     async def _listen(self, track) -> None:
         """Consume every frame (an unread track grows without bound); VAD marks caller turns."""
-        segmenter = SpeechSegmenter(hangover_ms=ENDPOINT_SILENCE_MS)
+        segmenter = self.segmenter
         async for t_ms, frame in received_frames(track, self.clock):
             for event in segmenter.push(frame, t_ms):
-                if event.kind == "start" and self.playout.speaking:
-                    if self.knobs.barge_in == "stop":
-                        self.playout.stop(t_ms)
-                elif event.kind == "end" and event.segment is not None:
-                    if event.segment.end_ms - event.segment.start_ms >= MIN_TURN_MS:
+                self._activity.set()
+                if event.kind == "start":
+                    self.gate.start(self._agent_voicing())
+                elif event.segment is not None:
+                    if self.gate.is_turn(event.segment.end_ms - event.segment.start_ms):
                         self.turns.put_nowait((event.segment, self.clock.ms()))
+            # Yield only to speech that has lasted: a backchannel must not stop the agent.
+            if segmenter.in_speech and self.gate.should_stop(segmenter.voiced_ms,
+                                                             self.playout.speaking):
+                self.playout.stop(t_ms)
+
+    def _agent_voicing(self) -> bool:
+        """The agent's voice is playing or about to: not just an utterance's trailing silence."""
+        return any(u.end_ms is None for u in self.playout.queue)
 
     async def _converse(self) -> None:
         try:
@@ -113,8 +128,11 @@ class AgentCall:
             self._send_state()
             await self._say(self.dialog.opening())
             async with asyncio.timeout(self.knobs.max_call_s):
-                while not self.ended.is_set() and not await self._take_turn():
-                    pass
+                while not self.ended.is_set():
+                    turn = await self._next_turn()
+                    if await (self._reprompt_on_silence() if turn is None
+                              else self._take_turn(*turn)):
+                        break
         except (TimeoutError, asyncio.CancelledError):
             pass
         except Exception:
@@ -122,15 +140,36 @@ class AgentCall:
         finally:
             await self.hang_up()
 
-    async def _take_turn(self) -> bool:
-        """Answer the caller's next turn; True when the call is over."""
-        segment, endpointed_ms = await self.turns.get()
+    async def _next_turn(self) -> tuple | None:
+        """The caller's next turn, or None after REPROMPT_AFTER_S in which nobody spoke."""
+        while True:
+            self._activity.clear()
+            if not self.turns.empty():
+                return self.turns.get_nowait()
+            busy = self.playout.speaking or self.segmenter.in_speech
+            try:
+                await asyncio.wait_for(self._activity.wait(), None if busy else REPROMPT_AFTER_S)
+            except TimeoutError:
+                return None
+
+    async def _reprompt_on_silence(self) -> bool:
+        """Ask the pending question again, or say goodbye; True when the call is over."""
+        reply = self.silence.silence(self.dialog.current_question())
+        log.info("caller silent for %.0f s: %r", REPROMPT_AFTER_S, reply.text)
+        done = await self._say(reply.text)
+        if reply.hang_up:
+            await done
+        return reply.hang_up
+
+    async def _take_turn(self, segment, endpointed_ms: float) -> bool:
+        """Answer one caller turn; True when the call is over."""
         prompt = self.dialog.current_question()
         if self.dialog.stage in ("first_name", "last_name"):
             prompt = f"{NAME_HINTS} {prompt}"
         heard = await self.models.stt.transcribe(segment.audio, prompt=prompt)
         if not heard.text:
             return False
+        self.silence.heard()
         reply = self.dialog.hear(heard.text)
         self._send_state()
         if reply.text:
@@ -139,7 +178,7 @@ class AgentCall:
             # (which varies with load) does not blur the planted --response-delay-ms.
             speak_at = endpointed_ms + PROCESSING_BUDGET_MS + self.knobs.response_delay_ms
             await asyncio.sleep(max(0.0, speak_at - self.clock.ms()) / 1000)
-            done = self.playout.say(utterance)
+            done = self._play(utterance)
             if reply.hang_up:
                 await done
         return reply.hang_up
@@ -160,7 +199,12 @@ class AgentCall:
         return utterance_from_pcm(pcm, rate, text, mode="prompt", record=False)
 
     async def _say(self, text: str) -> asyncio.Future:
-        return self.playout.say(await self._synthesize(text))
+        return self._play(await self._synthesize(text))
+
+    def _play(self, utterance: Utterance) -> asyncio.Future:
+        done = self.playout.say(utterance)
+        done.add_done_callback(lambda _: self._activity.set())  # the silence timer starts now
+        return done
 
     def _send_state(self, **extra) -> None:
         if self.channel is not None and self.channel.readyState == "open":

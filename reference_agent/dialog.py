@@ -7,9 +7,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from callers.language import (
+    FILLER_PATTERN,
     canonical_amount,
     extract_name,
     find_amount,
+    is_filler,
     is_negation,
     names_match,
     normalize_name,
@@ -39,7 +41,7 @@ _MISHEARD_NAMES = {"smith": "Smash", "johnson": "Jensen", "garcia": "Marsha", "n
 _FALLBACK_NAMES = ("Walsh", "Hughes", "Parker", "Fisher", "Keller", "Moreno")
 
 _REASON_LEAD = re.compile(
-    r"^(?:(?:hi|hello|hey|uh|um|erm|yeah|yes|so|well|oh|okay|ok|sure)\b[\s,.!]*)*"
+    rf"^(?:(?:hi|hello|hey|{FILLER_PATTERN}|yeah|yes|so|well|oh|okay|ok|sure)\b[\s,.!]*)*"
     r"(?:(?:i'm|i am)\s+(?:just\s+)?calling\s+(?:about|regarding|because of|because|for|to)\s+"
     r"|(?:it's|it is|this is)\s+(?:about|regarding)\s+"
     r"|(?:i'd like to|i would like to|i want to|i need to)\s+"
@@ -87,7 +89,7 @@ def _reason(text: str) -> str | None:
 
 def _is_bare_rejection(text: str) -> bool:
     words = re.findall(r"[a-z']+", text.lower().replace("’", "'"))
-    return all(w in _REJECTION_WORDS for w in words)
+    return all(w in _REJECTION_WORDS or is_filler(w) for w in words)
 
 
 class Dialog:

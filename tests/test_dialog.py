@@ -241,3 +241,56 @@ def test_hear_after_the_end_stays_silent():
     _talk(dialog, HAPPY_TURNS)
     assert dialog.hear("Hello?") == AgentReply("", hang_up=True)
     assert dialog.state()["turns"] == 5
+
+
+# --- hesitation fillers before the answer ("Um, ... Smith.") ---------------------------------
+
+@pytest.mark.parametrize(
+    ("answer", "name"),
+    [("Um, Smith.", "Smith"), ("Uh, Smith.", "Smith"), ("Hmm, Smith.", "Smith"),
+     ("Umm... Smith.", "Smith"), ("Uhh, Smith.", "Smith"), ("Hmmm, uh, Smith.", "Smith"),
+     ("Uhm, it's Smith.", "Smith"), ("Mm-hmm, Smith.", "Smith"), ("Erm. Smith", "Smith"),
+     ("Um, Emma.", "Emma")],
+)
+def test_filler_before_a_last_name_is_not_the_name(answer, name):
+    dialog = Dialog()
+    reply = _talk(dialog, [*HAPPY_TURNS[:2], answer])[-1]
+    assert dialog.entities["last_name"] == name
+    assert reply.text.startswith(f"I have your last name as {name}.")
+
+
+@pytest.mark.parametrize("answer", ["Hmm, John.", "Um, John.", "Uhh... John", "Uh-huh, John."])
+def test_filler_before_a_first_name_is_not_the_name(answer):
+    dialog = Dialog()
+    reply = _talk(dialog, [HAPPY_TURNS[0], answer])[-1]
+    assert dialog.entities["first_name"] == "John"
+    assert reply.text == "Thanks, John. And your last name?"
+
+
+@pytest.mark.parametrize(
+    "answer", ["Uh, two hundred fifty dollars.", "Um, 250 dollars.", "Hmm, two fifty."])
+def test_filler_before_an_amount(answer):
+    dialog = Dialog()
+    _talk(dialog, [*HAPPY_TURNS[:3], answer])
+    assert dialog.entities["amount"] == "250"
+
+
+@pytest.mark.parametrize("filler", ["Um", "Uh", "Hmm", "Umm", "Hm", "Uhh", "Mm-hmm"])
+def test_a_filler_alone_is_reprompted_not_taken_as_a_name(filler):
+    dialog = Dialog()
+    reply = _talk(dialog, [*HAPPY_TURNS[:2], f"{filler}..."])[-1]
+    assert reply == AgentReply("Sorry, I didn't catch that. What is your last name?")
+    assert "last_name" not in dialog.entities
+
+
+def test_reason_after_a_stretched_filler_drops_the_lead_in():
+    dialog = Dialog()
+    _talk(dialog, ["Umm, I'm calling about a refund."])
+    assert dialog.entities["reason"] == "a refund"
+
+
+def test_correction_after_a_stretched_filler_is_a_correction():
+    dialog = Dialog()
+    replies = _talk(dialog, [*HAPPY_TURNS[:2], "Smash.", "Umm, no, it's Smith."])
+    assert replies[-1].text.startswith("Sorry about that. I have your last name as Smith.")
+    assert dialog.entities["last_name"] == "Smith"

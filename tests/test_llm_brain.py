@@ -8,11 +8,11 @@ import json
 import logging
 
 import pytest
-from aiohttp import web
 
 from callers.llm_brain import (LLMBrain, LLMConfig, clean_reply, facts_stated, history_messages,
                                system_prompt)
 from callers.persona import Persona
+from tests.fake_llm import FakeLLM, llm  # noqa: F401  (llm is a fixture)
 
 PERSONA = Persona.model_validate({
     "id": "llm-john",
@@ -24,59 +24,6 @@ PERSONA = Persona.model_validate({
 })
 KEY_ENV = "CALLFLEET_TEST_LLM_KEY"
 KEY = "sk-test-0000"
-
-
-class FakeLLM:
-    """POST /v1/chat/completions, scripted per request: ("stream", [deltas]) | ("status", code,
-    body) | ("sleep", seconds)."""
-
-    def __init__(self) -> None:
-        self.script: list[tuple] = []
-        self.requests: list[dict] = []
-        self.stop = asyncio.Event()
-        self.url = ""
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        body = await request.json()
-        self.requests.append({"headers": dict(request.headers), "body": body})
-        step = self.script.pop(0) if self.script else ("stream", ["OK."])
-        if step[0] == "status":
-            return web.json_response({"error": {"message": step[2]}}, status=step[1])
-        if step[0] == "sleep":
-            try:
-                await asyncio.wait_for(self.stop.wait(), step[1])
-            except TimeoutError:
-                pass
-            step = ("stream", ["Too late."])
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        for i, delta in enumerate([*step[1], None]):
-            chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 0,
-                     "model": body["model"],
-                     "choices": [{"index": 0,
-                                  "delta": ({"role": "assistant"} if i == 0 else {})
-                                  | ({"content": delta} if delta is not None else {}),
-                                  "finish_reason": None if delta is not None else "stop"}]}
-            await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
-        await response.write(b"data: [DONE]\n\n")
-        await response.write_eof()
-        return response
-
-
-@pytest.fixture
-async def llm():
-    fake = FakeLLM()
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", fake.handle)
-    runner = web.AppRunner(app, shutdown_timeout=1.0)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    fake.url = f"http://127.0.0.1:{port}/v1"
-    yield fake
-    fake.stop.set()
-    await runner.cleanup()
 
 
 def make_brain(fake: FakeLLM, timeout_s: float = 5.0) -> LLMBrain:

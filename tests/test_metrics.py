@@ -127,8 +127,8 @@ def test_agent_restarting_during_a_barge_in_is_not_talk_over():
     assert m["barge_in_stop_ms"] == [300.0]
 
 
-def test_false_yield_when_agent_stops_within_500ms_after_backchannel():
-    events = agent(0, 1800) + caller(1000, 1300, mode="backchannel", cte=False)
+def test_false_yield_when_agent_stops_within_500ms_after_backchannel_onset():
+    events = agent(0, 1500) + caller(1000, 1300, mode="backchannel", cte=False)
     m = call_metrics(events + hangup(2500))
     assert m["backchannels"] == 1
     assert m["false_yield"] == 1
@@ -140,8 +140,8 @@ def test_agent_stopping_during_the_backchannel_is_a_false_yield():
     assert call_metrics(events + hangup(2500))["false_yield"] == 1
 
 
-def test_no_false_yield_when_agent_stops_600ms_after_backchannel():
-    events = agent(0, 1900) + caller(1000, 1300, mode="backchannel", cte=False)
+def test_no_false_yield_when_agent_stops_600ms_after_backchannel_onset():
+    events = agent(0, 1600) + caller(1000, 1300, mode="backchannel", cte=False)
     m = call_metrics(events + hangup(2500))
     assert m["backchannels"] == 1
     assert m["false_yield"] == 0
