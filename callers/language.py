@@ -203,6 +203,8 @@ _NOT_NAMES = {
     "so", "sorry", "spell", "spelled", "spelt", "sure", "surname", "thank", "thanks", "that",
     "that's", "the", "this", "to", "today", "uh", "um", "was", "well", "what", "what's", "wrong",
     "yeah", "yep", "yes", "you", "your", "incorrect", "with", "point",
+    # Answer lead-ins: "That would be Smith", "Sure thing, my last name would be Smith".
+    "would", "could", "should", "will", "thing", "certainly", "course", "goes",
 } | _NUMBER_WORDS
 
 # Hesitation sounds as Whisper spells them, stretched or not ("Umm", "Hmmm", "Uhh", "Erm") and

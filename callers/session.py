@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 from aiortc import RTCPeerConnection
 
-from callers.audio import STT_RATE, write_stereo_wav
+from callers.audio import STT_RATE, resample, write_stereo_wav
 from callers.behaviour import AgentTurnPlan, CallerBehaviour
-from callers.brain import GOAL_FACTS, Brain, Reply, ScriptedBrain, classify_intent
+from callers.brain import GOAL_FACTS, Brain, ScriptedBrain, classify_intent
 from callers.caller_voice import CallerVoice, caller_line
 from callers.errors import CallFailed
 from callers.loopback import candidate_addresses, loopback_only
@@ -61,10 +61,16 @@ class CallerModels:
 
 
 async def load_caller_models() -> CallerModels:
-    """Load Whisper and Piper once per process, off the event loop."""
+    """Load Whisper and Piper once per process, off the event loop, and warm them up.
+
+    The first decode and synthesis of a process are several times slower than the rest; paid
+    here, not in the first call's reply time.
+    """
     stt, tts = await asyncio.gather(
         asyncio.to_thread(Transcriber, cpu_threads=1), asyncio.to_thread(Synthesizer)
     )
+    hello = await tts.synthesize("Hello, how can I help you?")
+    await stt.transcribe(resample(hello, tts.sample_rate, STT_RATE))
     return CallerModels(stt, tts)
 
 
@@ -126,7 +132,7 @@ class CallSession:
         self._tasks: list[asyncio.Task] = []
         self.voice: CallerVoice | None = None
         self._turn_planned = False  # the agent's current turn already has its plan
-        self._barged_in: Reply | None = None  # what the caller blurted out during this turn
+        self._barged_in = False  # the caller interrupted the agent's current turn
         self.reply_late_ms: list[float] = []  # replies that missed their planned time
 
     # --- the call ------------------------------------------------------------------
@@ -254,9 +260,11 @@ class CallSession:
 
     async def _respond(self, agent_text: str) -> bool:
         """Reply to the agent's finished turn (or don't); True if the caller hangs up."""
-        blurted, self._barged_in = self._barged_in, None
-        if blurted is not None and classify_intent(agent_text) in (blurted.intent, "other"):
-            return False  # answered already by barging in; the rest of the turn asks nothing new
+        barged_in, self._barged_in = self._barged_in, None
+        if barged_in and classify_intent(agent_text) in {*self.brain.facts_given, "other"}:
+            # Interrupted, this turn asks nothing new (its question was cut off or answered by
+            # the barge-in); an agent that talked on to a new question still gets an answer.
+            return False
         if self.behaviour.stay_silent():
             self._event("caller_silence")
             return False
@@ -312,7 +320,7 @@ class CallSession:
                 return  # the agent's turn is over (or the caller is already talking)
             if kind == "barge_in":
                 self.brain.said(reply)
-                self._barged_in = reply
+                self._barged_in = True
                 self._event("caller_barge_in", intent=reply.intent)
             await self._say(utterance, start_at_ms=at_ms)
 

@@ -31,6 +31,8 @@ class FakeLLM:
             except TimeoutError:
                 pass
             step = ("stream", ["Too late."])
+            if request.transport is None or request.transport.is_closing():
+                return web.Response(status=499)  # the client gave up waiting, as it should
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         for i, delta in enumerate([*step[1], None]):

@@ -73,11 +73,13 @@ async def _place_all(urls, out: Path, persona_file: Path):
 
     models = await load_caller_models()
     fake = FakeLLM()
-    # Two streamed answers, then a reply slower than the brain's timeout: the scripted policy
-    # takes that turn; after it, the server answers "OK." and the scripted policy carries on.
+    # Two streamed answers, then a reply slower than the brain's timeout (the scripted policy
+    # takes that turn), then the LLM again.
     fake.script = [("stream", ["I'm calling about ", "a refund for ", "a double charge."]),
                    ("stream", ["Sure, my first ", "name is John."]),
-                   ("sleep", 10.0)]
+                   ("sleep", 10.0),
+                   ("stream", ["It's two hundred ", "fifty dollars."]),
+                   ("stream", ["It was fine, ", "thank you."])]
     app = web.Application()
     app.router.add_post("/v1/chat/completions", fake.handle)
     runner = web.AppRunner(app, shutdown_timeout=1.0)
@@ -215,9 +217,11 @@ def test_a_silent_caller_gets_a_re_prompt_and_then_answers(run):
     record = run[0]["silent"]
     assert record["status"] == "completed", record["failure_reason"]
     silence = next(e["t_ms"] for e in record["events"] if e["kind"] == "caller_silence")
-    later_agent = [t for t in record["turns"] if t["speaker"] == "agent"
-                   and t["start_ms"] > silence]
-    assert later_agent and "still there" in later_agent[0]["text"].lower()
+    first_answer = next(t for t in record["turns"] if t["speaker"] == "caller")
+    assert first_answer["start_ms"] > silence
+    agent_before = " ".join(t["text"] for t in record["turns"]
+                            if t["speaker"] == "agent" and t["start_ms"] < first_answer["start_ms"])
+    assert "still there" in agent_before.lower()
 
 
 # --- the LLM brain in a real call ---------------------------------------------------------------

@@ -187,3 +187,13 @@ def test_is_negation_detects_a_rejection_at_the_start(text):
 )
 def test_is_negation_ignores_answers_that_do_not_start_by_rejecting(text):
     assert not is_negation(text)
+
+
+@pytest.mark.parametrize("text, name", [
+    ("That would be Smith.", "Smith"),
+    ("Sure thing, my last name would be Wilson.", "Wilson"),
+    ("Sorry, my last name would be Wilson.", "Wilson"),
+    ("Of course, it's Garcia.", "Garcia"),
+])
+def test_answer_lead_ins_are_not_names(text, name):
+    assert extract_name(text) == name
