@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from aiortc import RTCPeerConnection
 
-from callers.audio import STT_RATE, resample, write_stereo_wav
+from callers.audio import STT_RATE, write_stereo_wav
 from callers.behaviour import AgentTurnPlan, CallerBehaviour
 from callers.brain import GOAL_FACTS, Brain, ScriptedBrain, classify_intent
 from callers.caller_voice import CallerVoice, caller_line
@@ -29,7 +29,7 @@ from callers.media import (
 from callers.network import network_stats
 from callers.persona import Persona
 from callers.record import CallRecord, TimelineEvent, Turn
-from callers.stt import Transcriber
+from callers.stt import Transcriber, warm_up
 from callers.transport import (
     Target,
     close_peer_connection,
@@ -61,16 +61,11 @@ class CallerModels:
 
 
 async def load_caller_models() -> CallerModels:
-    """Load Whisper and Piper once per process, off the event loop, and warm them up.
-
-    The first decode and synthesis of a process are several times slower than the rest; paid
-    here, not in the first call's reply time.
-    """
+    """Load Whisper and Piper once per process, off the event loop, and warm them up."""
     stt, tts = await asyncio.gather(
         asyncio.to_thread(Transcriber, cpu_threads=1), asyncio.to_thread(Synthesizer)
     )
-    hello = await tts.synthesize("Hello, how can I help you?")
-    await stt.transcribe(resample(hello, tts.sample_rate, STT_RATE))
+    await warm_up(stt, tts)
     return CallerModels(stt, tts)
 
 

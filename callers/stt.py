@@ -65,3 +65,12 @@ class Transcriber:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+async def warm_up(stt: Transcriber, tts) -> None:
+    """One synthesis and one decode: a process's first ones are several times slower, and
+    that should not land on the first call's turn (tts is a callers.tts.Synthesizer)."""
+    from callers.audio import STT_RATE, resample
+
+    hello = await tts.synthesize("Hello, how can I help you?")
+    await stt.transcribe(resample(hello, tts.sample_rate, STT_RATE))

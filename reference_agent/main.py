@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 
-from callers.stt import Transcriber
+from callers.stt import Transcriber, warm_up
 from callers.tts import Synthesizer
 from reference_agent.call import AgentKnobs, SpeechModels
 from reference_agent.server import AgentServer, serve
@@ -21,6 +21,7 @@ async def run_agent(args) -> int:
     stt, tts = await asyncio.gather(
         asyncio.to_thread(Transcriber, cpu_threads=1, workers=2), asyncio.to_thread(Synthesizer)
     )
+    await warm_up(stt, tts)
     server = AgentServer(SpeechModels(stt, tts), knobs, host=args.host)
     runner, port = await serve(server, args.host, args.port)
     url = f"http://{args.host}:{port}"
