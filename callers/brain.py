@@ -34,6 +34,7 @@ class Reply:
     facts: tuple[str, ...] = ()  # persona facts this reply states
     corrections: tuple[str, ...] = ()  # facts the agent read back wrong, corrected here
     fallback_reason: str = ""  # why the brain's own decision was replaced ("" = it wasn't)
+    aside: str = ""  # an off-topic remark the reply includes (a rambler's)
 
 
 class Brain(ABC):
@@ -280,11 +281,12 @@ class ScriptedBrain(Brain):
         parts = [self._correction_text(i, fact) for i, fact in enumerate(corrections)]
         if not (corrections and intent in ("confirmation", "other")):
             parts.append(self._phrase(key))
-        if key in _FACTS_STATED and (aside := self._aside()):
+        aside = self._aside() if key in _FACTS_STATED else ""
+        if aside:
             parts.append(aside)  # after the answer: the agent must pick the fact out of it
         facts = {*corrections, *_FACTS_STATED.get(key, ())}
         return Reply(" ".join(parts), intent=intent, facts=tuple(sorted(facts)),
-                     corrections=tuple(corrections))
+                     corrections=tuple(corrections), aside=aside)
 
     def _phrase(self, key: str) -> str:
         terse, chatty = _PHRASES[key]

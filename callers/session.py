@@ -276,6 +276,8 @@ class CallSession:
             self._event("brain_fallback", reason=reply.fallback_reason)
         if reply.corrections:
             self._event("caller_correction", facts=list(reply.corrections))
+        if reply.aside:
+            self._event("caller_aside", text=reply.aside)
         if reply.text:
             utterance = await self.voice.utterance(reply.text,
                                                    hesitation=self.behaviour.hesitation())
@@ -438,8 +440,13 @@ class CallSession:
         }
         rec.transport = {"codec": self.codec, "local_candidates": self.local_candidates,
                          "remote_candidates": self.remote_candidates}
-        if self.track.line is not None and self.track.line.loss is not None:
-            rec.transport["frames_dropped_by_line"] = self.track.line.frames_lost
+        line = self.track.line
+        if line is not None:  # the persona's environment and phone line, as applied
+            env = self.persona.environment
+            rec.transport["line"] = {"noise": env.noise, "snr_db": env.snr_db,
+                                     "band_limit": line.band is not None,
+                                     "packet_loss_pct": self.persona.line.packet_loss_pct,
+                                     "frames_dropped": line.frames_lost}
 
     def _write_audio(self, path: Path) -> None:
         """Stereo WAV on the call's clock: left = caller as sent, right = agent as received."""

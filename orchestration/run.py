@@ -13,7 +13,7 @@ from orchestration.console import console, print_summary
 from orchestration.fleet import Fleet, start_ray
 from orchestration.local_agent import reference_agent
 from orchestration.progress import live_progress
-from evaluation.gates import parse_gates
+from evaluation.gates import DEFAULT_GATES, parse_gates
 from evaluation.summary import summarize
 from orchestration.reporting import exit_code, finish_run, print_gates
 from orchestration.store import RunStore, new_run_id
@@ -75,9 +75,7 @@ def demo_config(calls: int, concurrency: int, seed: int) -> RunConfig:
         "personas": {p.id: 1.0 for p in list_personas()},
         "load": {"total_calls": calls, "max_concurrency": min(concurrency, calls),
                  "calls_per_second": 2.0},
-        # The default gates minus barge-in: the cooperative personas never interrupt, and a
-        # gate with no data fails. Latency: the reference agent answers in ~2-2.5 s here.
-        "gates": {"latency_p95_ms": {"max": 4000}, "completion_rate": {"min": 0.9},
-                  "understanding_rate": {"min": 0.9}, "generator_saturated": {"max": 0}},
+        # The default gates, with room on latency: here the agent shares the caller's 2 cores.
+        "gates": {**DEFAULT_GATES.model_dump(exclude_none=True), "latency_p95_ms": {"max": 4000}},
     })
 

@@ -347,6 +347,7 @@ def test_a_rambler_adds_asides_after_the_answer_and_others_never_do():
     said = [aside for aside in rambler.asides if aside in reply.text]
     assert said  # verbosity 1.0: always
     assert reply.text.index("Davis") < reply.text.index(said[0])
+    assert reply.aside == said[0]  # the session puts it on the timeline
     assert reply.facts == ("last_name",)
     plain = ScriptedBrain(JOHN, seed=3).decide("What is your last name?")
     assert not any(aside in plain.text for aside in rambler.asides)

@@ -105,6 +105,9 @@ def test_misheard_amount_is_scored_wrong_and_the_rest_right(records):
     assert record["status"] == "completed", record["failure_reason"]
     correct = record["understanding"]["correct"]
     assert correct == {"first_name": True, "last_name": True, "amount": False}
+    # The corrector heard the wrong read-back and said so, on the timeline.
+    corrections = [e for e in record["events"] if e["kind"] == "caller_correction"]
+    assert corrections and all(e["facts"] == ["amount"] for e in corrections)
 
 
 def test_response_delay_shifts_median_latency_by_the_delay(records):
