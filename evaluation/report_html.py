@@ -57,6 +57,13 @@ _FLAG_TEXT = {
 }
 
 
+_BEHAVIOUR_TEXT = {
+    "caller_silence": "caller stayed silent on purpose (does the agent re-prompt?)",
+    "hesitation_start": "caller hesitates mid-answer (does the agent wait?)",
+    "caller_correction": "caller corrects the read-back",
+}
+
+
 def call_flags(record: dict[str, Any]) -> list[dict[str, Any]]:
     """What a PM should look at in one call: [{kind, t_ms (None = whole call), text}].
 
@@ -70,9 +77,13 @@ def call_flags(record: dict[str, Any]) -> list[dict[str, Any]]:
             ms = f.ms or 0.0
             flags.append({"kind": kind, "t_ms": f.t_ms, "text": text.format(ms=ms, s=ms / 1000)})
     for e in events:
-        if "fallback" in str(e.get("kind", "")):
+        kind = str(e.get("kind", ""))
+        if "fallback" in kind:
             flags.append({"kind": "fallback", "t_ms": float(e["t_ms"]),
-                          "text": e["kind"].replace("_", " ")})
+                          "text": kind.replace("_", " ")})
+        elif kind in _BEHAVIOUR_TEXT:  # what the persona did on purpose, to read the agent by
+            flags.append({"kind": "behaviour", "t_ms": float(e["t_ms"]),
+                          "text": _BEHAVIOUR_TEXT[kind].format(**e)})
     u = record.get("understanding") or {}
     expected, understood = u.get("expected") or {}, u.get("understood") or {}
     for entity, ok in (u.get("correct") or {}).items():
@@ -379,12 +390,14 @@ def _call(record: dict[str, Any], run_dir: Path | None) -> str:
             continue
         i, turn = item
         speaker = "agent" if turn.get("speaker") == "agent" else "caller"
+        mode = turn.get("mode") or "turn"
+        who = speaker if mode == "turn" else f"{speaker} ({mode.replace('_', '-')})"
         after = latency_after.get(i)
         gap = (f'<span class="gap">answered after {after / 1000:.1f} s</span>'
                if after is not None else "")
         lines.append(
             f'<li class="turn {speaker}"><span class="t">{esc(_sec(turn.get("start_ms")))}–'
-            f'{esc(_sec(turn.get("end_ms")))} s</span><span class="who">{esc(speaker)}</span>'
+            f'{esc(_sec(turn.get("end_ms")))} s</span><span class="who">{esc(who)}</span>'
             f'<span class="text">{esc(turn.get("text", ""))}</span>{gap}</li>')
     body = (f'<div class="call-body">{audio}{facts}'
             f'{f"<ul class=flags>{call_level}</ul>" if call_level else ""}'

@@ -380,3 +380,20 @@ def test_finish_run_rejects_unknown_gates_before_writing_anything(tmp_path):
         finish_run(store, make_records(), run_id="r", target="t", planned=4, partial=False,
                    gates={"latency_p95": {"max": 1}})
     assert not (tmp_path / "summary.json").exists()
+
+
+def test_persona_behaviours_are_flagged_and_turn_modes_labelled():
+    events = [ev("agent_speech_start", 0), ev("agent_speech_end", 2000),
+              ev("caller_silence", 2500),
+              ev("caller_speech_start", 9000, mode="turn"), ev("caller_speech_end", 9300),
+              ev("hesitation_start", 9300), ev("hesitation_end", 9800),
+              ev("caller_speech_start", 9800, mode="turn"), ev("caller_speech_end", 10500),
+              ev("caller_turn_end", 10500), ev("agent_speech_start", 12500),
+              ev("caller_correction", 13000, facts=["amount"])]
+    record = {"status": "completed", "events": events, "call_id": "c1", "persona": "p",
+              "turns": [{"speaker": "caller", "text": "Mm-hmm.", "start_ms": 1000,
+                         "end_ms": 1300, "mode": "backchannel"}]}
+    flags = [(f["kind"], f["t_ms"]) for f in call_flags(record)]
+    assert flags == [("behaviour", 2500.0), ("behaviour", 9300.0), ("behaviour", 13000.0)]
+    page = render_report(summarize([record], run_id="r", target="t"), [record])
+    assert "caller (backchannel)" in page and "stayed silent on purpose" in page
