@@ -23,7 +23,7 @@ from orchestration.local_agent import reference_agent
 from orchestration.store import RunStore
 from results_file import write_result
 
-PERSONAS = {"cooperative-john": 1, "cooperative-maria": 1, "cooperative-david": 1}
+PERSONAS = {"cooperative-john": 1, "hesitant-maria": 1, "corrector-david": 1}
 
 
 async def measure(level: int, base_url: str, run_dir: Path) -> dict:

@@ -16,7 +16,7 @@ from orchestration.config import RunConfig
 from orchestration.fleet import Fleet
 from orchestration.store import RunStore, read_records
 
-PERSONAS = {"cooperative-john": 1, "cooperative-maria": 1}
+PERSONAS = {"cooperative-john": 1, "hesitant-maria": 1}
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 
 from callers.errors import ConfigError
 from callers.persona import (PERSONAS_DIR, Persona, find_persona, list_personas, load_persona,
-                             resolve_persona)
+                             resolve_persona, traits)
 
 GOOD = """\
 id: test-john
@@ -156,3 +156,47 @@ def test_duplicate_ids_in_a_directory_are_rejected(tmp_path):
 def test_resolve_persona_takes_an_id_or_a_path(tmp_path):
     assert resolve_persona("cooperative-john").id == "cooperative-john"
     assert resolve_persona(str(write(tmp_path, GOOD))).id == "test-john"
+
+
+@pytest.mark.parametrize("field, bad, expected", [
+    ("behaviours: {barge_in: {after_s: 0.1}}", "behaviours.barge_in.after_s",
+     "must be between 0.2 and 10, got 0.1"),
+    ("behaviours: {hesitation: {pause_ms: 5000}}", "behaviours.hesitation.pause_ms",
+     "must be between 100 and 3000, got 5000"),
+    ("behaviours: {backchannel: {probability: -0.1}}", "behaviours.backchannel.probability",
+     "must be between 0 and 1, got -0.1"),
+])
+def test_out_of_range_behaviour_timing_is_named(tmp_path, field, bad, expected):
+    path = write(tmp_path, GOOD.replace("behaviours: {}", field))
+    assert error_for(path) == f"{path}: {bad}: {expected}"
+
+
+def test_reply_time_out_of_range_is_named(tmp_path):
+    path = write(tmp_path, GOOD.replace("verbosity: 0.3}", "verbosity: 0.3, reply_after_ms: 100}"))
+    assert error_for(path) == (
+        f"{path}: temperament.reply_after_ms: must be between 500 and 5000, got 100")
+
+
+def test_missing_voice_model_file_is_named(tmp_path):
+    path = write(tmp_path, GOOD.replace("voice: {", f"voice: {{model: {tmp_path}/nope.onnx, "))
+    assert error_for(path) == (
+        f"{path}: voice.model: Piper model file not found: {tmp_path}/nope.onnx")
+
+
+def test_shipped_personas_cover_the_caller_kinds():
+    personas = {p.id: p for p in list_personas()}
+    assert len(personas) == 10  # `callfleet demo --calls 10` calls each one once
+
+    def some(check) -> bool:
+        return any(check(p) for p in personas.values())
+
+    assert some(lambda p: traits(p) == "cooperative")
+    assert some(lambda p: p.behaviours.barge_in.probability >= 0.5)
+    assert some(lambda p: p.behaviours.backchannel.probability >= 0.5)
+    assert some(lambda p: p.behaviours.hesitation.probability >= 0.5)
+    assert some(lambda p: p.behaviours.silence.probability == 1.0)
+    assert some(lambda p: p.voice.speaking_rate >= 1.3)
+    assert some(lambda p: len(p.asides) >= 2 and p.temperament.verbosity >= 0.8)
+    assert some(lambda p: p.environment.noise == "street" and p.environment.snr_db <= 10)
+    assert some(lambda p: p.line.codec == "pcmu" and p.line.band_limit
+                and p.line.packet_loss_pct == 2)
