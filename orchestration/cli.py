@@ -19,7 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="start the reference agent on loopback and call it")
-    demo.add_argument("--calls", type=_positive_int, default=3)
+    demo.add_argument("--calls", type=_positive_int, default=None,
+                      help="default: one call per shipped persona")
     demo.add_argument("--concurrency", type=_positive_int, default=3)
     demo.add_argument("--out", type=Path, default=Path("runs"), help="parent of the run dir")
     demo.add_argument("--seed", type=int, default=1)
@@ -91,7 +92,10 @@ def _demo(args: argparse.Namespace) -> int:
     from orchestration.config import with_brain
     from orchestration.run import demo_config, run_config
 
-    config = demo_config(args.calls, args.concurrency, args.seed)
+    from callers.persona import list_personas
+
+    calls = args.calls or len(list_personas())
+    config = demo_config(calls, args.concurrency, args.seed)
     brain = _demo_brain(args)
     if brain is not None:
         config = with_brain(config, brain, where="--llm-* flags")  # a missing key fails here
