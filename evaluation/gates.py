@@ -131,6 +131,12 @@ METRICS: dict[str, tuple[Reader, str]] = {
         _field("generator", "pacing_late_ms_p99"), "worst caller pacing lateness p99"),
     "generator_loop_lag_ms_p99": (
         _field("generator", "loop_lag_ms_p99"), "worst caller event-loop lag p99"),
+    "generator_reply_late_rate": (
+        _field("generator", "reply_late_rate", n=("generator", "replies")),
+        "caller replies not ready at their planned time"),
+    "brain_fallback_rate": (
+        _field("brain", "fallback_rate", n=("brain", "replies")),
+        "caller turns the scripted policy answered for a failed LLM"),
 }
 ALL_ENTITIES = "understanding_rate"  # expands to one gate per graded entity
 ENTITY_PREFIX = "understanding."

@@ -269,11 +269,33 @@ def _generator(records: list[dict[str, Any]]) -> dict[str, Any]:
         return round(max(values), 1) if values else None
 
     pacing = worst("pacing_late_ms_p99")
+    replies = late = 0
+    for r in records:
+        replies += sum(1 for e in r.get("events") or () if e.get("kind") == "brain_reply")
+        late += len((r.get("generator") or {}).get("reply_late_ms") or ())
     return {
         "pacing_late_ms_p99": pacing,
         "loop_lag_ms_p99": worst("loop_lag_ms_p99"),
         "saturated": pacing is not None and pacing > SATURATED_PACING_MS,
+        # Caller replies not ready at their planned time (an overloaded caller answers late).
+        "reply_late_rate": _rate(late, replies),
+        "replies": replies,
     }
+
+
+def _brain(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Who decided the callers' words: a run whose LLM kept failing must say so."""
+    replies = llm = fallbacks = 0
+    for r in records:
+        for e in r.get("events") or ():
+            kind = e.get("kind")
+            if kind == "brain_reply":
+                replies += 1
+                llm += e.get("source") == "llm"
+            elif kind == "brain_fallback":
+                fallbacks += 1
+    return {"replies": replies, "llm_replies": llm, "fallbacks": fallbacks,
+            "fallback_rate": _rate(fallbacks, replies)}
 
 
 def summarize(
@@ -314,4 +336,5 @@ def summarize(
         "degradation": degradation,
         "gates": [],
         "generator": _generator(records),
+        "brain": _brain(records),
     }

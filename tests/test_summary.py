@@ -75,7 +75,7 @@ def test_everything_is_none_not_nan_when_there_is_nothing_to_aggregate():
     assert s["network"]["rtt_ms"] is None
     assert s["by_concurrency"] == []
     assert s["generator"] == {"pacing_late_ms_p99": None, "loop_lag_ms_p99": None,
-                              "saturated": False}
+                              "saturated": False, "reply_late_rate": None, "replies": 0}
     assert s["calls"]["not_started"] == 3
     json.dumps(s, allow_nan=False)  # strict JSON: would raise on NaN
 
@@ -252,3 +252,31 @@ def test_summary_of_many_records_is_strict_json_and_fast():
     assert time.perf_counter() - t0 < 4.0  # 100k in <= 20 s is the benchmark's figure
     json.dumps(s, allow_nan=False)
     assert len(s["degradation"]["curve"]) == 50
+
+
+def test_brain_fallbacks_and_late_replies_are_counted_over_replies():
+    def replies(*sources):
+        return [{"kind": "brain_reply", "t_ms": i, "source": s} for i, s in enumerate(sources)]
+
+    llm_ok = rec("a", events=replies("llm", "llm", "llm"), generator={"reply_late_ms": []})
+    fell_back = rec("b", events=replies("llm", "scripted")
+                    + [{"kind": "brain_fallback", "t_ms": 5, "reason": "timeout"}],
+                    generator={"reply_late_ms": [120.0]})
+    s = summarize([llm_ok, fell_back], run_id="r", target="t")
+    assert s["brain"] == {"replies": 5, "llm_replies": 4, "fallbacks": 1, "fallback_rate": 0.2}
+    assert s["generator"]["reply_late_rate"] == 0.2 and s["generator"]["replies"] == 5
+    empty = summarize([], run_id="r", target="t")
+    assert empty["brain"]["fallback_rate"] is None
+
+
+def test_fallback_gate_fails_when_the_llm_kept_failing_and_has_no_data_without_replies():
+    from evaluation.gates import evaluate_gates
+
+    events = [{"kind": "brain_reply", "t_ms": 0, "source": "scripted"},
+              {"kind": "brain_fallback", "t_ms": 0, "reason": "timeout"}]
+    s = summarize([rec("a", events=events)], run_id="r", target="t")
+    (gate,) = evaluate_gates(s, {"brain_fallback_rate": {"max": 0.1}})
+    assert not gate["passed"] and gate["value"] == 1.0 and gate["n"] == 1
+    (none,) = evaluate_gates(summarize([], run_id="r", target="t"),
+                             {"brain_fallback_rate": {"max": 0.1}})
+    assert not none["passed"]
