@@ -255,7 +255,7 @@ class CallSession:
 
     async def _respond(self, agent_text: str) -> bool:
         """Reply to the agent's finished turn (or don't); True if the caller hangs up."""
-        barged_in, self._barged_in = self._barged_in, None
+        barged_in, self._barged_in = self._barged_in, False
         if barged_in and classify_intent(agent_text) in {*self.brain.facts_given, "other"}:
             # Interrupted, this turn asks nothing new (its question was cut off or answered by
             # the barge-in); an agent that talked on to a new question still gets an answer.
