@@ -39,7 +39,10 @@ PHASES = [
     [("clean-json", "clean", "json-offer", "cooperative-john", 1)],
     [("slow", "slow", "json-offer", "cooperative-john", 1)],
     [
-        ("clean-whip", "clean", "whip", "hesitant-maria", 2),
+        # Not a hesitant caller: this checks the WHIP path, and the agent's name-biased Whisper
+        # prompt once turned "Hmm, ... my first name is Maria" into "John" (an agent weakness
+        # the hesitant persona is there to find, not a signaling fault).
+        ("clean-whip", "clean", "whip", "cooperative-john", 2),
         ("mishear", "mishear", "json-offer", "corrector-david", 3),
         ("drop", "drop", "json-offer", "hesitant-maria", 4),
     ],
