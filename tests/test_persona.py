@@ -197,6 +197,6 @@ def test_shipped_personas_cover_the_caller_kinds():
     assert some(lambda p: p.behaviours.silence.probability == 1.0)
     assert some(lambda p: p.voice.speaking_rate >= 1.3)
     assert some(lambda p: len(p.asides) >= 2 and p.temperament.verbosity >= 0.8)
-    assert some(lambda p: p.environment.noise == "street" and p.environment.snr_db <= 10)
+    assert some(lambda p: p.environment.noise == "street" and p.environment.snr_db <= 15)
     assert some(lambda p: p.line.codec == "pcmu" and p.line.band_limit
                 and p.line.packet_loss_pct == 2)
