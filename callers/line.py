@@ -18,6 +18,8 @@ import random
 
 import numpy as np
 
+from callers.audio import STT_RATE, StreamResampler
+
 TELEPHONE_LOW_HZ = 300.0
 TELEPHONE_HIGH_HZ = 3400.0
 TRANSITION_HZ = 200.0  # width of each filter edge
@@ -164,8 +166,6 @@ class CallerLine:
 
     def __init__(self, rate: int, *, noise=None, band_limit: bool = False,
                  loss: GilbertElliott | None = None) -> None:
-        from callers.audio import STT_RATE, StreamResampler
-
         self.noise = noise  # a callers.noise.NoiseBed at `rate`, or None
         self.band = BandLimiter(rate) if band_limit else None
         self.loss = loss
@@ -188,7 +188,7 @@ class CallerLine:
 
     def _to16(self, frame: np.ndarray) -> np.ndarray:
         """Exactly one frame's worth of 16 kHz audio (the resampler's first output is short)."""
-        want = frame.size * 16000 // self.rate
+        want = frame.size * STT_RATE // self.rate
         pending = np.concatenate([self._pending16, self._down.push(frame, self.rate)])
         if pending.size < want:
             pending = np.concatenate([np.zeros(want - pending.size, np.int16), pending])

@@ -53,23 +53,15 @@ class Utterance:
     start_ms: float | None = None
     end_ms: float | None = None
     interrupted: bool = False
-    _boundary: int = 0  # index into _boundaries() of the next one to report
+    marks: list[tuple[int, str]] = field(init=False)  # (sample, event), in playing order
+    next_mark: int = 0  # index into marks of the next one to report
+
+    def __post_init__(self) -> None:
+        self.marks = _marks(self.spans)
 
     @property
     def voiced(self) -> tuple[int, int]:
         return self.spans[0][0], self.spans[-1][1]
-
-    def _boundaries(self) -> list[tuple[int, str]]:
-        """(sample, event) for every voiced start and end, with the pauses between parts."""
-        marks: list[tuple[int, str]] = []
-        for i, (first, last) in enumerate(self.spans):
-            if i:
-                marks.append((first, "pause_end"))
-            marks.append((first, "speech_start"))
-            marks.append((last, "speech_end"))
-            if i < len(self.spans) - 1:
-                marks.append((last, "pause_start"))
-        return marks
 
     def delay_start(self, samples: int) -> None:
         """Prepend silence (a sub-frame start offset) before anything has played."""
@@ -78,6 +70,20 @@ class Utterance:
         if self.pcm16.size:
             self.pcm16 = np.concatenate([np.zeros(pad16, np.int16), self.pcm16])
         self.spans = [(a + samples, b + samples) for a, b in self.spans]
+        self.marks = _marks(self.spans)
+
+
+def _marks(spans: list[tuple[int, int]]) -> list[tuple[int, str]]:
+    """(sample, event) for every voiced start and end, with the pauses between parts."""
+    marks: list[tuple[int, str]] = []
+    for i, (first, last) in enumerate(spans):
+        if i:
+            marks.append((first, "pause_end"))
+        marks.append((first, "speech_start"))
+        marks.append((last, "speech_end"))
+        if i < len(spans) - 1:
+            marks.append((last, "pause_start"))
+    return marks
 
 
 @dataclass
@@ -107,7 +113,7 @@ class Playout:
             utterance = self.queue.popleft()
             utterance.interrupted = True
             if utterance.start_ms is not None and utterance.end_ms is None:
-                marks = utterance._boundaries()[utterance._boundary:]
+                marks = utterance.marks[utterance.next_mark:]
                 utterance.end_ms = t_ms
                 if marks and marks[0][1] == "pause_end":  # stopped inside a pause
                     self.on_event("pause_end", t_ms, utterance)
@@ -132,14 +138,14 @@ class Playout:
         out48[: b - a] = u.pcm48[a:b]
         a16, b16 = a // 3, min(b // 3, u.pcm16.size)
         out16[: max(0, b16 - a16)] = u.pcm16[a16:b16]
-        marks = u._boundaries()
-        while u._boundary < len(marks) and a <= marks[u._boundary][0] < b + (b == u.pcm48.size):
-            sample, kind = marks[u._boundary]
-            u._boundary += 1
+        marks = u.marks
+        while u.next_mark < len(marks) and a <= marks[u.next_mark][0] < b + (b == u.pcm48.size):
+            sample, kind = marks[u.next_mark]
+            u.next_mark += 1
             t = t_ms + self.delay_ms + (sample - a) / WIRE_RATE * 1000
             if kind == "speech_start" and u.start_ms is None:
                 u.start_ms = t
-            if kind == "speech_end" and u._boundary == len(marks):
+            if kind == "speech_end" and u.next_mark == len(marks):
                 u.end_ms = t
             self.on_event(kind, t, u)
         u.played = b
