@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
 import pytest
@@ -48,17 +49,24 @@ class FakeLLM:
         return response
 
 
-@pytest.fixture
-async def llm():
-    fake = FakeLLM()
+@contextlib.asynccontextmanager
+async def serving(fake: FakeLLM):
+    """Serve fake on a free 127.0.0.1 port (fake.url is its /v1 base) for the block."""
     app = web.Application()
     app.router.add_post("/v1/chat/completions", fake.handle)
     runner = web.AppRunner(app, shutdown_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    fake.url = f"http://127.0.0.1:{port}/v1"
-    yield fake
-    fake.stop.set()
-    await runner.cleanup()
+    fake.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/v1"
+    try:
+        yield fake
+    finally:
+        fake.stop.set()
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def llm():
+    async with serving(FakeLLM()) as fake:
+        yield fake

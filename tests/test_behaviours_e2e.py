@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from evaluation.gates import evaluate_gates
 from evaluation.scoring import score_call
 from evaluation.summary import summarize
 from orchestration.local_agent import reference_agent
-from tests.fake_llm import FakeLLM
+from tests.fake_llm import FakeLLM, serving
 
 pytestmark = pytest.mark.e2e
 
@@ -70,8 +71,6 @@ def run(tmp_path_factory) -> tuple[dict[str, dict], Path, FakeLLM, list[str]]:
 
 
 async def _place_all(urls, out: Path, persona_file: Path):
-    from aiohttp import web
-
     models = await load_caller_models()
     fake = FakeLLM()
     # Two streamed answers, then a reply slower than the brain's timeout (the scripted policy
@@ -81,13 +80,6 @@ async def _place_all(urls, out: Path, persona_file: Path):
                    ("sleep", 10.0),
                    ("stream", ["It's two hundred ", "fifty dollars."]),
                    ("stream", ["It was fine, ", "thank you."])]
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", fake.handle)
-    runner = web.AppRunner(app, shutdown_timeout=1.0)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    fake.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/v1"
 
     async def one(name, agent, persona_id, seed):
         persona = load_persona(persona_file) if persona_id == "replay" else resolve_persona(
@@ -107,28 +99,25 @@ async def _place_all(urls, out: Path, persona_file: Path):
 
     logs: list[str] = []
     handler = _ListHandler(logs)
-    import logging
     logging.getLogger().addHandler(handler)
     try:
-        placed: dict[str, dict] = {}
-        for phase in PHASES:
-            placed.update(await asyncio.gather(*(one(*call) for call in phase)))
+        async with serving(fake):
+            placed: dict[str, dict] = {}
+            for phase in PHASES:
+                placed.update(await asyncio.gather(*(one(*call) for call in phase)))
     finally:
         logging.getLogger().removeHandler(handler)
-        fake.stop.set()
-        await runner.cleanup()
     return placed, fake, logs
 
 
-class _ListHandler:
+class _ListHandler(logging.Handler):
     """Collects every log line of the run (to check that no secret reaches a log)."""
 
-    level = 0
-
     def __init__(self, lines: list[str]) -> None:
+        super().__init__(level=0)
         self.lines = lines
 
-    def handle(self, record) -> None:
+    def emit(self, record: logging.LogRecord) -> None:
         self.lines.append(record.getMessage())
 
 
