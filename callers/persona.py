@@ -88,9 +88,13 @@ class BargeIn(Behaviour):
 
 
 class Backchannel(Behaviour):
-    """Say "mm-hmm" during an agent turn that has gone on for `after_s`."""
+    """Say "mm-hmm" during an agent turn that has gone on for `after_s`.
 
-    after_s: Annotated[Number, _between(0.5, 10)] = 1.5
+    Keep it well before the end of the agent's shortest turns: an agent that finishes within
+    500 ms of the backchannel is graded a false yield (it cannot be told from one).
+    """
+
+    after_s: Annotated[Number, _between(0.5, 10)] = 0.8
 
 
 class Hesitation(Behaviour):
