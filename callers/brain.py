@@ -168,6 +168,14 @@ def read_backs(agent_text: str) -> dict[str, str]:
     return found
 
 
+_CLOSING = re.compile(rf"\b(?:{_INTENT_PATTERNS['goodbye']}|thanks? (?:you )?for calling)\b")
+
+
+def says_goodbye(agent_text: str) -> bool:
+    """The agent closes the conversation ("Goodbye!", "Thanks for calling, have a nice day")."""
+    return bool(_CLOSING.search(normalize(agent_text)))
+
+
 def wrong_read_backs(agent_text: str, facts: Facts) -> list[str]:
     """Facts the agent read back with a wrong value, in a fixed order (names, then amount)."""
     heard = read_backs(agent_text)

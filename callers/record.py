@@ -62,6 +62,8 @@ class CallRecord:
     audio: str | None = None
     transport: dict[str, Any] = field(default_factory=dict)
     agent_state: dict[str, Any] = field(default_factory=dict)
+    # Every data-channel message from the agent, bounded: [{t_ms, channel, message}].
+    agent_messages: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -12,9 +11,10 @@ from pathlib import Path
 import numpy as np
 from aiortc import RTCPeerConnection
 
+from callers.agent_messages import AgentMessages, client_ready
 from callers.audio import STT_RATE, write_stereo_wav
 from callers.behaviour import AgentTurnPlan, CallerBehaviour
-from callers.brain import GOAL_FACTS, Brain, ScriptedBrain, classify_intent
+from callers.brain import GOAL_FACTS, Brain, ScriptedBrain, classify_intent, says_goodbye
 from callers.caller_voice import CallerVoice, caller_line
 from callers.errors import CallFailed
 from callers.loopback import candidate_addresses, loopback_only
@@ -75,6 +75,13 @@ class SessionLimits:
     no_agent_audio_s: float = 15.0  # the agent must start speaking within this
     max_call_s: float = 240.0
     reply_gap_ms: float = 400.0  # how long the agent must be quiet before the caller answers
+    # No agent audio arriving for this long, with no close or BYE: the agent vanished.
+    media_timeout_s: float = 8.0
+    last_words_s: float = 10.0  # time to transcribe the agent's last words after the end
+
+
+class CallEnded(Exception):
+    """The call ended (either side) while the conversation was waiting for something."""
 
 
 class CallSession:
@@ -121,7 +128,15 @@ class CallSession:
         self.last_caller_end_ms = 0.0
         self.gave_up = False  # the caller hung up because the agent left it waiting
         self.agent_spoke = asyncio.Event()
-        self.remote_hangup = asyncio.Event()
+        # Set when the call is over from the agent's side or the network's: every wait in the
+        # conversation is raced against it, and what the caller still had queued is cut.
+        self.ended = asyncio.Event()
+        self.media_lost = False  # the agent's audio stopped arriving (media_timeout)
+        self.last_media_ms: float | None = None  # when the last agent frame arrived
+        self.asked: set[str] = set()  # goal facts the agent asked for
+        self._unheard: list[SpeechSegment] = []  # an agent segment being transcribed
+        self.agent_messages = AgentMessages(target.state_format)
+        self.agent_call_id: str | None = None
         self.local_candidates: list[str] = []
         self.remote_candidates: list[str] = []
         self._tasks: list[asyncio.Task] = []
@@ -162,8 +177,8 @@ class CallSession:
             self.playout.delay_ms = line.delay_ms
 
     async def _connect(self, pc: RTCPeerConnection, signaling) -> None:
-        channel = pc.createDataChannel("agent-state")
-        channel.on("message", self._on_agent_state)
+        self._read_channel(pc.createDataChannel(self.target.state_channel))
+        pc.on("datachannel", self._read_channel)  # channels the agent opens itself
         pc.addTrack(self.track)
         prefer_codec(pc.getTransceivers()[0], self.codec)
         pc.on("track", self._on_track)
@@ -172,6 +187,7 @@ class CallSession:
             await pc.setLocalDescription(await pc.createOffer())
         self.local_candidates = candidate_addresses(pc.localDescription.sdp)
         answer = await signaling.exchange(pc.localDescription)
+        self.agent_call_id = signaling.agent_call_id
         self.remote_candidates = candidate_addresses(answer.sdp)
         await pc.setRemoteDescription(answer)
         deadline = time.monotonic() + self.limits.connect_timeout_s
@@ -180,21 +196,38 @@ class CallSession:
                 raise CallFailed("ice_timeout", f"connection state {pc.connectionState}")
             await asyncio.sleep(0.02)
         self._event("connected")
+        self._tasks.append(asyncio.create_task(self._watch_media(), name="caller-media-watch"))
 
     async def _converse(self) -> None:
+        """The conversation until either side ends it; then the agent's last words."""
         try:
-            await asyncio.wait_for(self.agent_spoke.wait(), self.limits.no_agent_audio_s)
+            await self._conversation()
+        except CallEnded:
+            pass
+        # The agent's last words (its goodbye) are part of the conversation that is graded.
+        segments = [*self._unheard, *self._drain_agent_segments()]
+        try:
+            async with asyncio.timeout(self.limits.last_words_s):
+                for segment in segments:
+                    await self._transcribe_agent(segment)
         except TimeoutError:
-            if not self.remote_hangup.is_set():
-                raise CallFailed(
-                    "no_agent_audio", f"silent for {self.limits.no_agent_audio_s:.0f} s"
-                ) from None
+            log.info("call %s: agent's last words not transcribed in time", self.record.call_id)
+
+    async def _conversation(self) -> None:
+        try:
+            await self._unless_ended(
+                asyncio.wait_for(self.agent_spoke.wait(), self.limits.no_agent_audio_s))
+        except TimeoutError:
+            raise CallFailed(
+                "no_agent_audio", f"silent for {self.limits.no_agent_audio_s:.0f} s") from None
         heard: list[str] = []
-        while not self.remote_hangup.is_set():
+        while not self.ended.is_set():
             segment = await self._next_agent_segment()
             if segment is None:
                 break
-            heard.append(await self._transcribe_agent(segment))
+            self._unheard = [segment]  # transcribed after the end if the call ends first
+            heard.append(await self._unless_ended(self._transcribe_agent(segment)))
+            self._unheard = []
             if not await self._agent_finished_turn():
                 continue
             agent_text = " ".join(t for t in heard if t).strip()
@@ -202,13 +235,43 @@ class CallSession:
             self._turn_planned = False
             if agent_text and await self._respond(agent_text):
                 return  # the caller hung up
-        for segment in self._drain_agent_segments():  # the agent's last words (goodbye)
-            await self._transcribe_agent(segment)
+
+    async def _unless_ended(self, awaitable):
+        """Await awaitable, unless the call ends first: then cancel it and raise CallEnded."""
+        work = asyncio.ensure_future(awaitable)
+        ended = asyncio.ensure_future(self.ended.wait())
+        try:
+            await asyncio.wait({work, ended}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ended.cancel()
+            if not work.done():
+                work.cancel()
+                await asyncio.gather(work, return_exceptions=True)
+        if work.cancelled():
+            raise CallEnded
+        return work.result()
+
+    def _end(self, cause: str, **detail) -> None:
+        """The call is over from the agent's or the network's side: cut what is queued."""
+        if self.ended.is_set():
+            return
+        self._event(cause, **detail)
+        self.playout.stop(self.clock.ms())
+        self.ended.set()
+
+    async def _watch_media(self) -> None:
+        """End the call when the agent's audio stops arriving (a killed agent sends no BYE)."""
+        limit_ms = self.limits.media_timeout_s * 1000
+        while not self.ended.is_set():
+            await asyncio.sleep(0.25)
+            if self.last_media_ms is not None and self.clock.ms() - self.last_media_ms > limit_ms:
+                self.media_lost = True
+                self._end("media_timeout", silent_ms=round(self.clock.ms() - self.last_media_ms))
 
     async def _next_agent_segment(self) -> SpeechSegment | None:
         """The agent's next speech; None when it hung up, or the caller ran out of patience."""
         get = asyncio.ensure_future(self.agent_segments.get())
-        hangup = asyncio.ensure_future(self.remote_hangup.wait())
+        hangup = asyncio.ensure_future(self.ended.wait())
         try:
             while True:
                 done, _ = await asyncio.wait({get, hangup}, timeout=self._patience_left_s(),
@@ -269,7 +332,9 @@ class CallSession:
         """Decide and speak the caller's reply; True if the caller hangs up after it."""
         speak_at = self.last_agent_end_ms + self.persona.temperament.reply_after_ms
         history = [(t.speaker, t.text) for t in self.turns]
-        reply = await self.brain.reply(agent_text, history)
+        reply = await self._unless_ended(self.brain.reply(agent_text, history))
+        self.asked.update({reply.intent, *reply.facts} & GOAL_FACTS if reply.intent in GOAL_FACTS
+                          else ())
         self._event("brain_reply", intent=reply.intent, source=reply.source,
                     latency_ms=round(reply.latency_ms, 1))
         if reply.fallback_reason:
@@ -279,8 +344,8 @@ class CallSession:
         if reply.aside:
             self._event("caller_aside", text=reply.aside)
         if reply.text:
-            utterance = await self.voice.utterance(reply.text,
-                                                   hesitation=self.behaviour.hesitation())
+            utterance = await self._unless_ended(
+                self.voice.utterance(reply.text, hesitation=self.behaviour.hesitation()))
             late = self.clock.ms() + self.playout.delay_ms - speak_at
             if late > 0:  # decided after its planned time: an overloaded caller, counted
                 self.reply_late_ms.append(round(late, 1))
@@ -290,12 +355,19 @@ class CallSession:
         return reply.end_call
 
     async def _say(self, utterance: Utterance, start_at_ms: float | None = None) -> None:
+        """Play utterance to its end, or until the call ends (cut: the part heard is a turn)."""
+        if self.ended.is_set():
+            raise CallEnded
         utterance.start_at_ms = start_at_ms
-        await self.playout.say(utterance)
-        if utterance.start_ms is not None:
-            self.turns.append(Turn("caller", utterance.text, utterance.start_ms,
-                                   utterance.end_ms or utterance.start_ms, utterance.mode))
-            self.last_caller_end_ms = utterance.end_ms or self.clock.ms()
+        try:
+            await self._unless_ended(self.playout.say(utterance))
+            if utterance.interrupted and self.ended.is_set():
+                raise CallEnded  # cut by the end of the call
+        finally:
+            if utterance.start_ms is not None:
+                self.turns.append(Turn("caller", utterance.text, utterance.start_ms,
+                                       utterance.end_ms or utterance.start_ms, utterance.mode))
+                self.last_caller_end_ms = utterance.end_ms or self.clock.ms()
 
     async def _act_during_agent_turn(self, plan: AgentTurnPlan, turn_start_ms: float) -> None:
         """Backchannel and/or barge in at the planned offsets, if the agent is still talking."""
@@ -330,12 +402,13 @@ class CallSession:
     async def _listen(self, track) -> None:
         """Consume every agent frame: keep it for the recording and run VAD on it."""
         async for t_ms, frame in received_frames(track, self.clock):
+            self.last_media_ms = self.clock.ms()
             self.received16.append((t_ms, frame))
             for event in self.segmenter.push(frame, t_ms):
                 self._on_agent_vad(event)
         for event in self.segmenter.flush():
             self._on_agent_vad(event)
-        self.remote_hangup.set()
+        self._end("agent_track_ended")  # a BYE, or the agent's transport closed
 
     def _on_agent_vad(self, event) -> None:
         if event.kind == "start":
@@ -369,21 +442,34 @@ class CallSession:
         if kind == "speech_end" and last_part and utterance.turn_end:
             self._event("caller_turn_end", t_ms=t_ms)
 
-    def _on_agent_state(self, message) -> None:
-        try:
-            state = json.loads(message)
-        except (TypeError, ValueError):
-            return
-        if isinstance(state, dict):
-            self.record.agent_state = state
-            if state.get("event") == "hangup":
-                self._event("hangup", by="agent")
-                self.remote_hangup.set()
+    def _read_channel(self, channel) -> None:
+        """Read every message of a data channel (ours, or one the agent opened)."""
+        channel.on("message", lambda message: self._on_agent_message(channel.label, message))
+        if self.target.state_format == "rtvi":
+            def hello() -> None:
+                channel.send(client_ready())
+            if channel.readyState == "open":
+                hello()
+            else:
+                channel.on("open", hello)
+
+    def _on_agent_message(self, label: str, message) -> None:
+        t_ms = self.clock.ms()
+        report = self.agent_messages.receive(label, message, t_ms)
+        if report.state is not None:
+            self.record.agent_state = report.state
+        if report.speech is not None:
+            self._event(f"agent_reported_speech_{report.speech}", t_ms=t_ms)
+        if report.heard is not None:
+            self._event("agent_heard", t_ms=t_ms, text=report.heard)
+        if report.said is not None:
+            self._event("agent_said", t_ms=t_ms, text=report.said)
+        if report.hangup:
+            self._end("hangup", by="agent")
 
     def _on_connection_state(self, pc: RTCPeerConnection) -> None:
-        if pc.connectionState in ("failed", "closed") and not self.remote_hangup.is_set():
-            self._event("connection_" + pc.connectionState)
-            self.remote_hangup.set()
+        if pc.connectionState in ("failed", "closed"):
+            self._end("connection_" + pc.connectionState)
 
     # --- ending -----------------------------------------------------------------------
 
@@ -391,14 +477,32 @@ class CallSession:
         self.events.append(TimelineEvent(kind, self.clock.ms() if t_ms is None else t_ms, detail))
 
     def _finish_ok(self) -> None:
-        if self.brain.goal_met:
+        missing = GOAL_FACTS - self.brain.facts_given
+        if self.media_lost:
+            limit_s = self.limits.media_timeout_s
+            self._fail("media_timeout", f"no agent audio for {limit_s:g} s, and no hang-up")
+        elif not missing:
             self.record.status = "completed"
         elif self.gave_up:
             wait_s = self.persona.temperament.max_wait_s
             self._fail("caller_gave_up", f"the agent left the caller waiting {wait_s:g} s")
+        elif not self.ended.is_set():
+            self._fail("caller_gave_up", "the caller hung up: it could not follow the agent")
+        elif self._agent_said_goodbye():
+            never_asked = sorted(missing - self.asked)
+            detail = "never asked: " + ", ".join(never_asked) if never_asked else ""
+            if missing & self.asked:  # asked, and the caller did not answer (a silent persona)
+                detail = "; ".join(filter(None, [
+                    detail, "asked, not answered: " + ", ".join(sorted(missing & self.asked))]))
+            self._fail("goal_not_met", detail)
         else:
-            missing = sorted(GOAL_FACTS - self.brain.facts_given)
-            self._fail("remote_hangup_early", "goal not met; never said: " + ", ".join(missing))
+            self._fail("remote_hangup_early",
+                       "mid-flow; goal facts never said: " + ", ".join(sorted(missing)))
+
+    def _agent_said_goodbye(self) -> bool:
+        """The agent's last turn closes the conversation: it ran its flow to the end."""
+        last = next((t for t in reversed(self.turns) if t.speaker == "agent"), None)
+        return last is not None and says_goodbye(last.text)
 
     def _fail(self, reason: str, detail: str = "") -> None:
         self.record.status = "failed"
@@ -439,7 +543,11 @@ class CallSession:
             "reply_late_ms": self.reply_late_ms,
         }
         rec.transport = {"codec": self.codec, "local_candidates": self.local_candidates,
-                         "remote_candidates": self.remote_candidates}
+                         "remote_candidates": self.remote_candidates,
+                         "agent_call_id": self.agent_call_id}
+        rec.agent_messages = self.agent_messages.kept
+        if self.agent_messages.dropped:
+            rec.transport["agent_messages_dropped"] = self.agent_messages.dropped
         line = self.track.line
         if line is not None:  # the persona's environment and phone line, as applied
             env = self.persona.environment

@@ -30,6 +30,10 @@ class Target:
     token_env: str | None = None  # name of the env var holding a Bearer token (never the token)
     codec: str = "opus"
     signaling_timeout_s: float = 10.0
+    # How the agent reports its state: the data channel the caller opens (agents may also open
+    # their own: every channel is read) and the message format (callers.agent_messages).
+    state_channel: str = "agent-state"
+    state_format: str = "auto"  # "auto" | "entities-json" | "rtvi"
 
     @property
     def local(self) -> bool:
@@ -50,6 +54,7 @@ class Signaling(ABC):
     def __init__(self, target: Target) -> None:
         self.target = target
         self._session: aiohttp.ClientSession | None = None
+        self.agent_call_id: str | None = None  # the agent's own id for the call, if it says
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -91,11 +96,16 @@ class JsonOfferSignaling(Signaling):
         body = {"sdp": offer.sdp, "type": offer.type}
         async with self._http().post(self.target.url, json=body, headers=_auth(self.target)) as r:
             self._check_status(r, (200, 201))
+            self.agent_call_id = _bounded_id(r.headers.get("X-Call-Id"))
             try:
                 answer = json.loads(await r.text())
-                return str(answer["sdp"])
+                sdp = str(answer["sdp"])
             except (ValueError, KeyError, TypeError) as e:
                 raise CallFailed("signaling_bad_answer", "expected JSON with an 'sdp' field") from e
+            # SmallWebRTC answers pc_id; others call_id.
+            self.agent_call_id = self.agent_call_id or _bounded_id(
+                answer.get("call_id") or answer.get("pc_id"))
+            return sdp
 
 
 class WhipSignaling(Signaling):
@@ -111,6 +121,7 @@ class WhipSignaling(Signaling):
             if not location:
                 raise CallFailed("signaling_bad_answer", "WHIP answer has no Location header")
             self.resource = urljoin(self.target.url, location)
+            self.agent_call_id = _bounded_id(r.headers.get("X-Call-Id") or location)
             return await r.text()
 
     async def hangup(self) -> None:
@@ -122,6 +133,14 @@ class WhipSignaling(Signaling):
                 log.info("WHIP DELETE %s failed: %s", self.resource, e)
             self.resource = None
         await super().hangup()
+
+
+def _bounded_id(value: object, limit: int = 128) -> str | None:
+    """An agent-supplied id as a short printable string (it ends up in records and reports)."""
+    if value is None or isinstance(value, dict | list):
+        return None
+    text = "".join(c for c in str(value) if c.isprintable()).strip()
+    return text[:limit] or None
 
 
 def _auth(target: Target) -> dict[str, str]:

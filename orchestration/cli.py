@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--barge-in", choices=["stop", "ignore"], default="stop")
     agent.add_argument("--mishear", choices=["amount", "last_name"], action="append", default=[])
     agent.add_argument("--drop-after-turns", type=_positive_int, default=None)
+    agent.add_argument("--hangup", choices=("message", "close"), default="message",
+                       help="how the agent hangs up: an agent-state message then close, or "
+                            "just close the connection 0.5 s after its goodbye")
 
     report = sub.add_parser("report", help="rebuild summary.json, report.html, junit.xml from calls.jsonl")
     report.add_argument("run_dir", type=Path)

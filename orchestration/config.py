@@ -19,6 +19,13 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class AgentStateConfig(_Model):
+    """Where and how the agent reports its state: a data channel label and a message format."""
+
+    channel: str = Field("agent-state", min_length=1, max_length=64)
+    format: Literal["auto", "entities-json", "rtvi"] = "auto"
+
+
 class TargetConfig(_Model):
     """Who to call. `url: reference` starts the embedded reference agent on loopback."""
 
@@ -26,13 +33,16 @@ class TargetConfig(_Model):
     signaling: Literal["json-offer", "whip"] = "json-offer"
     token_env: str | None = None
     codec: Literal["opus", "pcmu"] = "opus"
+    agent_state: AgentStateConfig = AgentStateConfig()
     reference_agent_args: list[str] = Field(default_factory=list)
 
     def to_target(self, base_url: str | None = None) -> Target:
         url = self.url
         if url == "reference":
             url = f"{base_url}/whip" if self.signaling == "whip" else f"{base_url}/offer"
-        return Target(url, signaling=self.signaling, token_env=self.token_env, codec=self.codec)
+        return Target(url, signaling=self.signaling, token_env=self.token_env, codec=self.codec,
+                      state_channel=self.agent_state.channel,
+                      state_format=self.agent_state.format)
 
 
 class ScriptedBrainConfig(_Model):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import ray
@@ -95,8 +95,7 @@ def plan_specs(config: RunConfig, target: Target) -> list[dict[str, Any]]:
     names = list(config.personas)
     total = sum(config.personas.values())
     used = dict.fromkeys(names, 0)
-    target_fields = {"url": target.url, "signaling": target.signaling,
-                     "token_env": target.token_env, "codec": target.codec}
+    target_fields = asdict(target)  # plain fields: the token's variable name only
     brain = config.brain.model_dump()  # the key's variable name only; hosts read the key
     specs = []
     for i in range(config.load.total_calls):

@@ -16,11 +16,20 @@ READY_PREFIX = "callfleet agent listening on "
 @contextlib.contextmanager
 def reference_agent(*agent_args: str, startup_timeout_s: float = 90.0) -> Iterator[str]:
     """Yields the agent's base URL (http://127.0.0.1:PORT); the process dies with the block."""
+    with reference_agent_process(*agent_args, startup_timeout_s=startup_timeout_s) as (_, url):
+        yield url
+
+
+@contextlib.contextmanager
+def reference_agent_process(
+    *agent_args: str, startup_timeout_s: float = 90.0
+) -> Iterator[tuple[subprocess.Popen, str]]:
+    """Like reference_agent, with the process too (fault tests kill it mid-call)."""
     command = [sys.executable, "-m", "orchestration.cli", "agent", "--host", "127.0.0.1",
                "--port", "0", *agent_args]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        yield _wait_ready(proc, startup_timeout_s)
+        yield proc, _wait_ready(proc, startup_timeout_s)
     finally:
         proc.terminate()
         try:

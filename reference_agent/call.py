@@ -50,6 +50,9 @@ class AgentKnobs:
     mishear: frozenset[str] = frozenset()
     drop_after_turns: int | None = None
     max_call_s: float = 300.0
+    # "message": {"event": "hangup"} on agent-state, then close; "close": close the peer
+    # connection 0.5 s after the goodbye and say nothing, as Pipecat bots do.
+    hangup: str = "message"
 
 
 @dataclass
@@ -213,8 +216,11 @@ class AgentCall:
     async def hang_up(self) -> None:
         if not self.ended.is_set():
             self.ended.set()
-            self._send_state(event="hangup")
-            await asyncio.sleep(0.2)  # let the hang-up message leave before the transport closes
+            if self.knobs.hangup == "close":
+                await asyncio.sleep(0.5)
+            else:
+                self._send_state(event="hangup")
+                await asyncio.sleep(0.2)  # let the message leave before the transport closes
         await close_peer_connection(self.pc)
         self._cancel_tasks()
 

@@ -17,6 +17,7 @@ async def run_agent(args) -> int:
         barge_in=args.barge_in,
         mishear=frozenset(args.mishear),
         drop_after_turns=args.drop_after_turns,
+        hangup=args.hangup,
     )
     stt, tts = await asyncio.gather(
         asyncio.to_thread(Transcriber, cpu_threads=1, workers=2), asyncio.to_thread(Synthesizer)

@@ -66,8 +66,9 @@ class AgentServer:
             return web.json_response({"error": "expected JSON {sdp, type}"}, status=400)
         if kind != "offer" or not str(sdp).startswith("v=0"):
             return web.json_response({"error": "expected an SDP offer"}, status=400)
-        _, answer = await self._answer(sdp)
-        return web.json_response({"sdp": answer, "type": "answer"})
+        call_id, answer = await self._answer(sdp)
+        return web.json_response({"sdp": answer, "type": "answer", "call_id": call_id},
+                                 headers={"X-Call-Id": call_id})
 
     async def whip_offer(self, request: web.Request) -> web.Response:
         if request.content_type != "application/sdp":
@@ -80,7 +81,7 @@ class AgentServer:
             status=201,
             text=answer,
             content_type="application/sdp",
-            headers={"Location": f"/whip/{call_id}"},
+            headers={"Location": f"/whip/{call_id}", "X-Call-Id": call_id},
         )
 
     async def whip_delete(self, request: web.Request) -> web.Response:
