@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install browser clean
+.PHONY: demo test install browser pipecat-bot clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,6 +14,21 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# A real third-party agent for the interop tests: a Pipecat bot (tests/third_party/), in its own
+# venv because pipecat-ai needs protobuf<7 and ray pins protobuf 7. No torch, no downloads at run time.
+PIPECAT_VENV := .venv-pipecat
+PIPECAT_STAMP := $(PIPECAT_VENV)/.installed
+PIPECAT_REQS := tests/third_party/pipecat-requirements.txt
+PIPECAT_PINS := tests/third_party/pipecat-constraints.txt
+
+$(PIPECAT_STAMP): $(PIPECAT_REQS) $(PIPECAT_PINS)
+	test -x $(PIPECAT_VENV)/bin/python || $(PYTHON) -m venv $(PIPECAT_VENV)
+	$(PIPECAT_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(PIPECAT_VENV)/bin/python -m pip install --quiet -c $(PIPECAT_PINS) -r $(PIPECAT_REQS)
+	touch $(PIPECAT_STAMP)
+
+pipecat-bot: $(PIPECAT_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/callfleet demo
 
@@ -22,8 +37,8 @@ browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
 
-test: $(STAMP) browser
+test: $(STAMP) $(PIPECAT_STAMP) browser
 	$(BIN)/python -m pytest
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) $(PIPECAT_VENV) runs

@@ -1,0 +1,152 @@
+"""Real calls to an agent nobody here wrote: a Pipecat bot (SmallWebRTC, Silero VAD, Whisper,
+Piper, RTVI, a scripted card-dispute flow; tests/third_party/pipecat_bot.py) on 127.0.0.1.
+
+Two calls, one after the other (each ~50 s): Pipecat's own ending (0.5 s after the goodbye it
+ends its pipeline; the transport sends RTVI's signalling "peerLeft" and closes the peer
+connection) and a bot that closes the peer connection without any message (`?peer_left=0`).
+Either way the caller must hang up within seconds of the close, not wait for max_call_s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import aiohttp
+import pytest
+from aiortc import RTCConfiguration, RTCPeerConnection
+
+from callers.loopback import candidate_addresses, loopback_only
+from callers.persona import resolve_persona
+from callers.session import CallSession, SessionLimits, load_caller_models
+from callers.transport import Target
+from tests.pipecat_agent import bot_calls, pipecat_bot
+
+pytestmark = pytest.mark.e2e
+
+CALLS = {"pipecat-ending": "", "silent-close": "?peer_left=0"}
+# Generous: a completed call takes ~50 s; this only bounds a hang.
+LIMITS = SessionLimits(max_call_s=120.0)
+# The caller must notice the bot's close (at most ~1 s of jitter buffer and teardown, plus
+# transcribing its last words) within this long.
+CLOSE_TO_END_S = 3.0
+RTVI_KINDS = {"user-transcription", "bot-started-speaking", "bot-stopped-speaking", "bot-output"}
+
+
+@pytest.fixture(scope="module")
+def bot(tmp_path_factory):
+    log = tmp_path_factory.mktemp("pipecat") / "bot.log"
+    with pipecat_bot(log_path=log) as offer_url:
+        print(f"\npipecat bot log: {log}")
+        yield offer_url
+
+
+@pytest.fixture(scope="module")
+def calls(bot, tmp_path_factory) -> dict[str, tuple[dict, dict]]:
+    """{name: (caller's record, the bot's own account of the same call)}."""
+    out = tmp_path_factory.mktemp("pipecat-calls")
+    records = asyncio.run(_place(bot, out))
+    (out / "records.json").write_text(json.dumps(records, indent=1))
+    print(f"pipecat interop records: {out / 'records.json'}")
+    seen = bot_calls(bot)
+    return {name: (r, seen.get(r["transport"].get("agent_call_id"), {}))
+            for name, r in records.items()}
+
+
+async def _place(offer_url: str, out) -> dict[str, dict]:
+    models = await load_caller_models()
+    records = {}
+    for name, query in CALLS.items():
+        session = CallSession(resolve_persona("cooperative-john"), 1,
+                              Target(offer_url + query, signaling="json-offer"), models,
+                              call_id=name, audio_path=out / f"{name}.wav", limits=LIMITS)
+        records[name] = (await session.run()).to_dict()
+    return records
+
+
+@pytest.mark.parametrize("name", CALLS)
+def test_media_stays_on_loopback(calls, name):
+    record, _ = calls[name]
+    transport = record["transport"]
+    candidates = transport["local_candidates"] + transport["remote_candidates"]
+    assert transport["remote_candidates"], "no candidates in the bot's answer"
+    assert set(candidates) == {"127.0.0.1"}, candidates
+
+
+@pytest.mark.parametrize("name", CALLS)
+def test_call_completes_and_the_bot_understood(calls, name):
+    record, seen = calls[name]
+    assert record["status"] == "completed", (record["failure_reason"], record["failure_detail"])
+    assert seen, f"the bot has no call with pc_id {record['transport'].get('agent_call_id')!r}"
+    assert seen["peer_left"] == (name == "pipecat-ending")
+    entities = seen["entities"]
+    assert (entities["first_name"], entities["last_name"], entities["amount"]) == (
+        "John", "Smith", 250.0)
+    # The bot reads back the last name and the amount, never the first name.
+    agent_text = " ".join(t["text"] for t in record["turns"] if t["speaker"] == "agent").lower()
+    assert "smith" in agent_text
+    assert "250" in agent_text or "two hundred fifty" in agent_text
+    assert "john" not in agent_text
+
+
+@pytest.mark.parametrize("name", CALLS)
+def test_caller_hangs_up_soon_after_the_bot_closes(calls, name):
+    record, seen = calls[name]
+    assert seen.get("closed_wall"), "the bot never closed the peer connection"
+    assert not seen["client_disconnected"], "the caller hung up before the bot closed"
+    call_end = record["started_at"] + record["duration_s"]
+    after_close = call_end - seen["closed_wall"]
+    goodbye_end = max(e["t_ms"] for e in record["events"] if e["kind"] == "agent_speech_end")
+    after_goodbye = record["duration_s"] - goodbye_end / 1000
+    print(f"{name}: call {record['duration_s']:.1f} s, caller ended {after_close:.2f} s after "
+          f"the bot closed, {after_goodbye:.2f} s after the goodbye ended as heard")
+    assert -0.5 <= after_close <= CLOSE_TO_END_S
+    # Close comes ~0.85 s after the last audio (Pipecat's 0.35 s speech-stop, then 0.5 s).
+    assert after_goodbye <= CLOSE_TO_END_S + 1.0
+
+
+@pytest.mark.parametrize("name", CALLS)
+def test_record_holds_the_bots_rtvi_messages(calls, name):
+    record, seen = calls[name]
+    assert record["transport"]["agent_call_id"] == seen["pc_id"]
+    messages = record["agent_messages"]
+    rtvi = [m for m in messages if isinstance(m["message"], dict)
+            and m["message"].get("label") == "rtvi-ai"]
+    assert {m["channel"] for m in rtvi} == {"agent-state"}  # the channel the caller opened
+    kinds = {m["message"]["type"] for m in rtvi}
+    assert RTVI_KINDS <= kinds, kinds
+    said = " ".join(m["message"]["data"]["text"] for m in rtvi
+                    if m["message"]["type"] == "user-transcription"
+                    and m["message"]["data"].get("final")).lower()
+    assert "smith" in said
+    assert [m["t_ms"] for m in messages] == sorted(m["t_ms"] for m in messages)
+    peer_left = [m for m in messages if isinstance(m["message"], dict)
+                 and m["message"].get("type") == "signalling"]
+    if name == "silent-close":
+        assert not peer_left
+
+
+async def test_answer_gathers_only_loopback_and_offer_candidates_elsewhere_are_dropped(bot):
+    """Signaling only: the answer's candidates are all 127.0.0.1; a private one offered is dropped."""
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        with loopback_only():
+            pc.addTransceiver("audio", direction="sendrecv")
+            pc.createDataChannel("agent-state")
+            await pc.setLocalDescription(await pc.createOffer())
+        sdp = pc.localDescription.sdp
+        planted = "a=candidate:9 1 udp 2130706431 192.0.2.10 40000 typ host"
+        sdp = sdp.replace("a=end-of-candidates", planted + "\r\na=end-of-candidates", 1)
+        assert "192.0.2.10" in candidate_addresses(sdp)
+        async with aiohttp.ClientSession() as http, http.post(
+                bot, json={"sdp": sdp, "type": "offer"},
+                timeout=aiohttp.ClientTimeout(total=30)) as response:
+            assert response.status == 200
+            answer = await response.json()
+    finally:
+        await pc.close()  # the answer is never applied: no media flows
+    assert answer["type"] == "answer" and answer["pc_id"]
+    addresses = candidate_addresses(answer["sdp"])
+    assert addresses and set(addresses) == {"127.0.0.1"}, addresses
+    seen = bot_calls(bot)[answer["pc_id"]]
+    assert seen["offer_candidates_dropped"] == ["192.0.2.10"]
