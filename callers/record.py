@@ -62,6 +62,7 @@ class CallRecord:
     audio: str | None = None
     transport: dict[str, Any] = field(default_factory=dict)
     agent_state: dict[str, Any] = field(default_factory=dict)
+    facts_given: list[str] | None = None  # persona facts the caller said (None: not recorded)
     # Every data-channel message from the agent, bounded: [{t_ms, channel, message}].
     agent_messages: list[dict[str, Any]] = field(default_factory=list)
 

@@ -22,6 +22,7 @@ from callers.media import (
     Clock,
     OutgoingAudioTrack,
     Playout,
+    ReceiveStats,
     Utterance,
     place_on_timeline,
     received_frames,
@@ -124,6 +125,7 @@ class CallSession:
         self.received16: list[tuple[float, np.ndarray]] = []
         self.agent_segments: asyncio.Queue[SpeechSegment] = asyncio.Queue()
         self.segmenter = SpeechSegmenter(hangover_ms=300)
+        self.receive_stats = ReceiveStats()  # measured jitter-buffer depth -> record.network
         self.last_agent_end_ms = 0.0
         self.last_caller_end_ms = 0.0
         self.gave_up = False  # the caller hung up because the agent left it waiting
@@ -401,7 +403,7 @@ class CallSession:
 
     async def _listen(self, track) -> None:
         """Consume every agent frame: keep it for the recording and run VAD on it."""
-        async for t_ms, frame in received_frames(track, self.clock):
+        async for t_ms, frame in received_frames(track, self.clock, self.receive_stats):
             self.last_media_ms = self.clock.ms()
             self.received16.append((t_ms, frame))
             for event in self.segmenter.push(frame, t_ms):
@@ -536,6 +538,7 @@ class CallSession:
         rec.turns = [t.__dict__ | {"start_ms": round(t.start_ms, 1), "end_ms": round(t.end_ms, 1)}
                      for t in sorted(self.turns, key=lambda t: t.start_ms)]
         rec.events = [e.to_dict() for e in sorted(self.events, key=lambda e: e.t_ms)]
+        rec.network = {**(rec.network or {}), **self.receive_stats.summary()}
         late = self.track.lateness_ms
         rec.generator = {
             "pacing_late_ms_p99": round(float(np.percentile(late, 99)), 2) if late else None,
@@ -546,6 +549,7 @@ class CallSession:
                          "remote_candidates": self.remote_candidates,
                          "agent_call_id": self.agent_call_id}
         rec.agent_messages = self.agent_messages.kept
+        rec.facts_given = sorted(self.brain.facts_given)
         if self.agent_messages.dropped:
             rec.transport["agent_messages_dropped"] = self.agent_messages.dropped
         line = self.track.line

@@ -261,13 +261,27 @@ def _judge(name: str, op: str, threshold: float, value: float | None, n: int | N
 def _checks(name: str, summary: Summary) -> list[tuple[str, Reader]]:
     """The (result name, reader) pairs one configured gate expands to."""
     if name == ALL_ENTITIES:
-        entities = sorted((_get(summary, "understanding", "by_entity") or {}).keys())
+        # Facts no call ever observed are listed in the summary, not judged: unobserved is not
+        # wrong. A gate naming one (understanding.<fact>) still fails on no data.
+        by_entity = _get(summary, "understanding", "by_entity") or {}
+        entities = sorted(e for e, block in by_entity.items() if (block or {}).get("n"))
         if not entities:  # nothing was graded: one result that fails as "no data"
             return [(name, lambda s: (None, 0))]
         return [(ENTITY_PREFIX + e, _entity(e)) for e in entities]
     if name.startswith(ENTITY_PREFIX):
         return [(name, _entity(name[len(ENTITY_PREFIX):]))]
     return [(name, METRICS[name][0])]
+
+
+def _observed(summary: Summary, result: dict[str, Any]) -> dict[str, Any]:
+    """An understanding gate says over how many of the expected facts it was judged."""
+    if result["name"].startswith(ENTITY_PREFIX):
+        block = _get(summary, "understanding", "by_entity", result["name"][len(ENTITY_PREFIX):])
+        expected = (block or {}).get("expected")
+        if expected is not None:
+            result["expected"] = expected
+            result["reason"] += f" (observed {result['n'] or 0} of {expected})"
+    return result
 
 
 def evaluate_gates(summary: Summary, gates: Gates | Mapping[str, Any] | None = None
@@ -284,7 +298,7 @@ def evaluate_gates(summary: Summary, gates: Gates | Mapping[str, Any] | None = N
             for op in ("min", "max"):
                 threshold = getattr(bound, op)
                 if threshold is not None:
-                    results.append(_judge(name, op, threshold, value, n))
+                    results.append(_observed(summary, _judge(name, op, threshold, value, n)))
     return results
 
 

@@ -115,6 +115,7 @@ def _cards(summary: dict[str, Any]) -> str:
     comp = summary.get("completion") or {}
     barge = summary.get("barge_in_stop_ms") or {}
     knee = (summary.get("degradation") or {}).get("knee")
+    hearing = summary.get("agent_hearing") or {}
     rate = comp.get("rate")
     if rate is None and calls.get("planned"):
         rate = calls.get("completed", 0) / calls["planned"]
@@ -127,7 +128,11 @@ def _cards(summary: dict[str, Any]) -> str:
         _card("latency p95", _num(lat.get("p95"), "{:.0f} ms"), f"n={lat.get('n', 0)}"),
         _card("latency p99", _num(lat.get("p99"), "{:.0f} ms"), f"n={lat.get('n', 0)}"),
         _card("understood (all facts)", _pct(und.get("all_correct_rate")),
-              f"n={und.get('n', 0)} scored calls"),
+              f"n={und.get('n', 0)} scored calls · {und.get('facts_observed', 0)} of "
+              f"{und.get('facts_expected', 0)} facts observed"),
+        *([_card("agent hearing WER", _pct(hearing.get("wer_mean")),
+                 f"n={hearing.get('turns')} caller turns, by the agent's own transcripts")]
+          if hearing.get("turns") else []),
         _card("barge-in stop p95", _num(barge.get("p95"), "{:.0f} ms"),
               f"n={barge.get('n', 0)} · not stopped {barge.get('not_stopped', 0)}"),
         _card("degradation knee", "none" if knee is None else f"{knee} callers",
@@ -271,8 +276,15 @@ def _understanding(summary: dict[str, Any]) -> str:
             f'<span class="bar"><span class="fill {"bad" if bad else ""}" '
             f'style="width:{width:.1f}%"></span></span>'
             f'<span class="bar-val">{esc(_pct(rate))} <span class="muted">n={esc(block.get("n"))}'
-            f'</span></span></div>')
-    return '<div class="bars">' + "".join(rows) + "</div>"
+            f'{_unobserved_note(block)}</span></span></div>')
+    return ('<div class="bars">' + "".join(rows) + "</div>"
+            '<p class="muted">Rates are over observed facts: those the agent reported in its '
+            'state or read back. A fact it never confirmed is not observed, not wrong.</p>')
+
+
+def _unobserved_note(block: dict[str, Any]) -> str:
+    unseen = block.get("not_observed") or 0
+    return f" · not observed in {esc(unseen)} of {esc(block.get('expected'))}" if unseen else ""
 
 
 def _slices(groups: dict[str, Any], label: str) -> str:
@@ -339,6 +351,43 @@ def _latency_after(record: dict[str, Any]) -> dict[int, float]:
     return out
 
 
+def _facts_table(u: dict[str, Any]) -> str:
+    """Each graded fact: expected, what the agent understood and from which source, or that
+    nothing showed it (not observed: neither right nor wrong)."""
+    if not u.get("expected"):
+        return ""
+    correct, understood = u.get("correct") or {}, u.get("understood") or {}
+    sources = u.get("sources") or {}
+    cells = []
+    for k, v in u["expected"].items():
+        if k not in correct:
+            cells.append(f'<tr class="unobserved"><td>{esc(k)}</td><td>{esc(v)}</td>'
+                         '<td class="muted">not observed</td><td>–</td></tr>')
+            continue
+        source = sources.get(k, u.get("source", ""))
+        cells.append(f'<tr class="{"pass" if correct[k] else "fail"}"><td>{esc(k)}</td>'
+                     f"<td>{esc(v)}</td><td>{esc(understood.get(k, ''))} "
+                     f'<span class="muted">({esc(source)})</span></td>'
+                     f"<td>{'✓' if correct[k] else '✗'}</td></tr>")
+    return ('<table class="facts"><thead><tr><th>fact</th><th>expected</th>'
+            '<th>understood (source)</th><th></th></tr></thead>'
+            f'<tbody>{"".join(cells)}</tbody></table>')
+
+
+def _hearing_table(record: dict[str, Any]) -> str:
+    """What the agent reported hearing of each caller turn (its own transcripts), with WER."""
+    rows = (record.get("metrics") or {}).get("agent_hearing") or []
+    if not rows:
+        return ""
+    cells = "".join(
+        f"<tr><td>{esc(_sec(r.get('start_ms')))} s</td><td>{esc(r.get('said', ''))}</td>"
+        f"<td>{esc(r.get('heard', '')) or '<span class=muted>nothing</span>'}</td>"
+        f"<td>{esc(_num(r.get('wer'), '{:.0%}'))}</td></tr>" for r in rows)
+    return ('<table class="facts hearing"><thead><tr><th>caller turn</th><th>said</th>'
+            '<th>the agent heard (its transcript)</th><th>WER</th></tr></thead>'
+            f"<tbody>{cells}</tbody></table>")
+
+
 def _call(record: dict[str, Any], run_dir: Path | None) -> str:
     call_id = str(record.get("call_id") or "?")
     persona = str(record.get("persona") or "unknown")
@@ -362,18 +411,10 @@ def _call(record: dict[str, Any], run_dir: Path | None) -> str:
     audio = (f'<audio controls preload="metadata" src="{esc(src)}"></audio>'
              '<span class="muted"> left: caller as sent · right: agent as received</span>'
              if src else '<p class="muted">No recording for this call.</p>')
-    u = record.get("understanding") or {}
-    facts = ""
-    if u.get("expected"):
-        correct, understood = u.get("correct") or {}, u.get("understood") or {}
-        cells = "".join(
-            f'<tr class="{"pass" if correct.get(k) else "fail"}">'
-            f"<td>{esc(k)}</td><td>{esc(v)}</td><td>{esc(understood.get(k, '–'))}</td>"
-            f"<td>{'✓' if correct.get(k) else '✗'}</td></tr>"
-            for k, v in u["expected"].items())
-        facts = (f'<table class="facts"><thead><tr><th>fact</th><th>expected</th>'
-                 f'<th>understood ({esc(u.get("source", "none"))})</th><th></th></tr></thead>'
-                 f"<tbody>{cells}</tbody></table>")
+    facts = _facts_table(record.get("understanding") or {}) + _hearing_table(record)
+    agent_id = (record.get("transport") or {}).get("agent_call_id")
+    if agent_id:
+        facts += f'<p class="muted">agent call id: <code>{esc(agent_id)}</code></p>'
     call_level = "".join(f'<li class="flag {esc(f["kind"])}">{esc(f["text"])}</li>'
                          for f in flags if f["t_ms"] is None)
     timed = [(f["t_ms"], 1, f) for f in flags if f["t_ms"] is not None]
@@ -470,6 +511,7 @@ th,td{border-bottom:1px solid var(--line);padding:4px 10px;text-align:left;verti
 th{background:var(--bg);font-weight:600}
 tr.fail td:first-child{border-left:3px solid var(--bad)}
 tr.pass td:first-child{border-left:3px solid var(--ok)}
+tr.unobserved td:first-child{border-left:3px dashed var(--muted)}
 .badge{
   display:inline-block;
   padding:1px 8px;

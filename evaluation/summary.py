@@ -121,20 +121,38 @@ def _barge_in(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _understanding(records: list[dict[str, Any]]) -> dict[str, Any]:
-    corrects = ((r.get("understanding") or {}).get("correct") for r in records)
-    scored = [c for c in corrects if c]  # a call that never got scored says nothing
+    """Rates over observed facts only: a fact the agent never confirmed nor reported is counted
+    as not observed, never as misunderstood."""
+    graded = [u for u in (r.get("understanding") for r in records) if u and "correct" in u]
     by_entity: dict[str, list[bool]] = defaultdict(list)
-    for correct in scored:
-        for name, ok in correct.items():
+    unseen: Counter[str] = Counter()
+    for u in graded:
+        for name, ok in (u.get("correct") or {}).items():
             by_entity[name].append(bool(ok))
+        unseen.update(u.get("not_observed") or ())
+    scored = [u["correct"] for u in graded if u.get("correct")]  # at least one fact observed
+    observed = sum(len(oks) for oks in by_entity.values())
     return {
         "by_entity": {
-            name: {"rate": _rate(sum(oks), len(oks)), "n": len(oks)}
-            for name, oks in sorted(by_entity.items())
+            name: {"rate": _rate(sum(by_entity[name]), len(by_entity[name])),
+                   "n": len(by_entity[name]), "not_observed": unseen[name],
+                   "expected": len(by_entity[name]) + unseen[name]}
+            for name in sorted({*by_entity, *unseen})
         },
         "all_correct_rate": _rate(sum(all(c.values()) for c in scored), len(scored)),
         "n": len(scored),
+        "facts_observed": observed,
+        "facts_expected": observed + sum(unseen.values()),
     }
+
+
+def _agent_hearing(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """How well the agent heard the callers, by its own transcripts (agents that report them)."""
+    wers = _numbers(t.get("wer") for r in records for t in _metric(r, "agent_hearing") or ())
+    offsets = [v for r in records for v in _numbers(_metric(r, "agent_reported_onset_offset_ms"))]
+    return {"wer_mean": mean(wers, 4), "turns": len(wers),
+            "reported_onset_offset_ms": {"p50": percentile(offsets, 50),
+                                         "p95": percentile(offsets, 95), "n": len(offsets)}}
 
 
 def _turn_taking(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -328,6 +346,7 @@ def summarize(
         "latency_ms": _latency(records, cache),
         "barge_in_stop_ms": _barge_in(records),
         "understanding": _understanding(records),
+        "agent_hearing": _agent_hearing(records),
         "turn_taking": _turn_taking(records),
         "network": _network(records),
         "by_concurrency": by_concurrency,

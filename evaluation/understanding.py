@@ -33,17 +33,30 @@ def same_value(entity: str, expected: str, heard: str | None, *, fuzzy: bool) ->
 def score_understanding(
     expected: dict[str, str], agent_state: dict[str, Any], turns: list[dict[str, Any]]
 ) -> dict[str, Any]:
-    """Agent-state entities if the agent reports them, else its spoken read-backs."""
+    """Each fact from the most trusted source that shows it: the agent's reported state, else
+    its spoken read-back. A fact that no source shows is not observed: never graded wrong.
+
+    `correct` holds the observed facts only; `sources` says where each came from.
+    """
     entities = (agent_state or {}).get("entities")
-    if isinstance(entities, dict) and entities:
-        understood = {k: str(v) for k, v in entities.items() if k in expected and v is not None}
-        source, fuzzy = "agent-state", False
-    else:
-        understood = {}
-        for turn in turns:  # the last read-back of each entity is what the agent settled on
-            if turn.get("speaker") == "agent":
-                understood.update(read_backs(turn.get("text", "")))
-        understood = {k: v for k, v in understood.items() if k in expected}
-        source, fuzzy = ("read-back", True) if understood else ("none", False)
-    correct = {k: same_value(k, v, understood.get(k), fuzzy=fuzzy) for k, v in expected.items()}
-    return {"expected": expected, "understood": understood, "correct": correct, "source": source}
+    reported = entities if isinstance(entities, dict) else {}
+    spoken: dict[str, str] = {}
+    for turn in turns:  # the last read-back of each fact is what the agent settled on
+        if turn.get("speaker") == "agent":
+            spoken.update(read_backs(turn.get("text", "")))
+    understood: dict[str, str] = {}
+    correct: dict[str, bool] = {}
+    sources: dict[str, str] = {}
+    for fact, value in expected.items():
+        if fact in reported:  # reported as null or "": the agent says it does not have it
+            heard, source, fuzzy = str(reported[fact] or ""), "agent-state", False
+        elif fact in spoken:
+            heard, source, fuzzy = spoken[fact], "read-back", True
+        else:
+            continue
+        understood[fact], sources[fact] = heard, source
+        correct[fact] = same_value(fact, value, heard, fuzzy=fuzzy)
+    trusted = [s for s in ("agent-state", "read-back") if s in sources.values()]
+    return {"expected": expected, "understood": understood, "correct": correct,
+            "source": trusted[0] if trusted else "none", "sources": sources,
+            "observed": len(correct), "not_observed": [f for f in expected if f not in correct]}

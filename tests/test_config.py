@@ -117,3 +117,22 @@ def test_shipped_llm_example_config_is_valid(monkeypatch):
     brain = load_run_config(path).brain
     assert isinstance(brain, LLMBrainConfig)
     assert brain.base_url.startswith("http://127.0.0.1:") and brain.api_key_env == "OPENAI_API_KEY"
+
+
+def test_target_agent_state_channel_and_format_reach_every_call_spec(tmp_path):
+    from callers.transport import Target
+    from orchestration.fleet import plan_specs
+
+    target = {"url": "http://127.0.0.1:9/api/offer",
+              "agent_state": {"channel": "chat", "format": "rtvi"}}
+    config = load_run_config(write(tmp_path, target=target))
+    spec = plan_specs(config, config.target.to_target())[0]
+    assert Target(**spec["target"]) == Target("http://127.0.0.1:9/api/offer",
+                                              state_channel="chat", state_format="rtvi")
+
+
+def test_unknown_agent_state_format_is_one_line_naming_the_field(tmp_path):
+    path = write(tmp_path, target={"agent_state": {"format": "xml"}})
+    with pytest.raises(ConfigError, match=r"target\.agent_state\.format") as e:
+        load_run_config(path)
+    assert "\n" not in str(e.value)

@@ -185,3 +185,17 @@ def test_apply_gates_fills_the_summary():
     s = apply_gates(summary_of([rec("a")]), {"latency_p95_ms": {"max": 100}})
     assert s["gates"][0]["passed"] is False and s["gates_passed"] is False
     assert gates_passed({"gates": []}) is True
+
+
+def test_understanding_gates_judge_observed_facts_only_and_say_how_many():
+    summary = {"understanding": {"by_entity": {
+        "first_name": {"rate": None, "n": 0, "not_observed": 4, "expected": 4},
+        "last_name": {"rate": 0.75, "n": 4, "not_observed": 0, "expected": 4},
+        "amount": {"rate": 1.0, "n": 3, "not_observed": 1, "expected": 4}}}}
+    results = evaluate_gates(summary, {"understanding_rate": {"min": 0.7}})
+    assert [r["name"] for r in results] == ["understanding.amount", "understanding.last_name"]
+    assert all(r["passed"] for r in results)
+    assert results[0]["reason"] == "1 >= min 0.7 (observed 3 of 4)"
+    # Named explicitly, a fact never observed has no data: it fails, and says why.
+    (named,) = evaluate_gates(summary, {"understanding.first_name": {"min": 0.7}})
+    assert not named["passed"] and named["reason"] == "no data (observed 0 of 4)"

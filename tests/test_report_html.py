@@ -397,3 +397,22 @@ def test_persona_behaviours_are_flagged_and_turn_modes_labelled():
     assert flags == [("behaviour", 2500.0), ("behaviour", 9300.0), ("behaviour", 13000.0)]
     page = render_report(summarize([record], run_id="r", target="t"), [record])
     assert "caller (backchannel)" in page and "stayed silent on purpose" in page
+
+
+def test_report_shows_facts_not_observed_the_agents_hearing_and_its_call_id():
+    record = {**make_records()[3], "call_id": "call-0009-dan",
+              "transport": {"agent_call_id": "pc-<b>7</b>"},
+              "understanding": {"expected": {"first_name": "Dan", "amount": "75"},
+                                "understood": {"amount": "75"}, "correct": {"amount": True},
+                                "sources": {"amount": "read-back"}, "source": "read-back",
+                                "not_observed": ["first_name"]}}
+    record["metrics"] = {**record["metrics"], "agent_hearing": [
+        {"start_ms": 1000, "said": "I want to ask", "heard": "I want <i>a</i> task", "wer": 0.5}]}
+    summary = summarize([record], run_id="r", target="t")
+    summary["agent_hearing"] = {"wer_mean": 0.5, "turns": 1}
+    page = render_report(summary, [record])
+    row = re.search(r'<tr class="unobserved"><td>first_name</td>.*?</tr>', page)
+    assert row and "not observed" in row.group() and "✗" not in row.group()
+    assert "not observed in 1 of 1" in page  # the by-entity bars say it too
+    assert "agent hearing WER" in page and "I want &lt;i&gt;a&lt;/i&gt; task" in page
+    assert "pc-&lt;b&gt;7&lt;/b&gt;" in page

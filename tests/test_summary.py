@@ -94,8 +94,24 @@ def test_understanding_rates_by_entity_over_scored_calls_only():
         rec("d"),  # never scored: not in any denominator
     ]
     u = summarize(records, run_id="r", target="t")["understanding"]
-    assert u["by_entity"] == {"dob": {"rate": 1.0, "n": 2}, "name": {"rate": 0.6667, "n": 3}}
+    assert u["by_entity"] == {
+        "dob": {"rate": 1.0, "n": 2, "not_observed": 0, "expected": 2},
+        "name": {"rate": 0.6667, "n": 3, "not_observed": 0, "expected": 3}}
     assert u["all_correct_rate"] == 0.6667
+
+
+def test_facts_not_observed_are_counted_apart_never_as_misunderstood():
+    records = [
+        rec("a", understanding={"correct": {"last_name": True}, "not_observed": ["first_name"]}),
+        rec("b", understanding={"correct": {"last_name": False}, "not_observed": ["first_name"]}),
+        rec("c", understanding={"correct": {}, "not_observed": ["first_name", "last_name"]}),
+    ]
+    u = summarize(records, run_id="r", target="t")["understanding"]
+    assert u["by_entity"]["first_name"] == {"rate": None, "n": 0, "not_observed": 3,
+                                            "expected": 3}
+    assert u["by_entity"]["last_name"] == {"rate": 0.5, "n": 2, "not_observed": 1, "expected": 3}
+    assert (u["facts_observed"], u["facts_expected"]) == (2, 6)
+    assert (u["all_correct_rate"], u["n"]) == (0.5, 2)  # c observed nothing: not scored
 
 
 def test_turn_taking_per_call_averages_and_false_yield_rate():

@@ -267,3 +267,32 @@ def test_keep_loopback_candidates_drops_private_and_public_and_keeps_loopback():
 def test_is_loopback_url(url, local):
     assert is_loopback_url(url) is local
     assert Target(url).local is local
+
+
+@pytest.mark.parametrize("body, headers, expected", [
+    ({"sdp": "v=0\r\n", "type": "answer", "pc_id": "SmallWebRTCConnection#7"}, {},
+     "SmallWebRTCConnection#7"),
+    ({"sdp": "v=0\r\n", "type": "answer", "call_id": "abc"}, {"X-Call-Id": "hdr-1"}, "hdr-1"),
+    ({"sdp": "v=0\r\n", "type": "answer", "call_id": "x" * 500}, {}, "x" * 128),
+    ({"sdp": "v=0\r\n", "type": "answer", "call_id": {"nested": 1}}, {}, None),
+])
+async def test_json_offer_takes_the_agents_call_id_from_its_answer(body, headers, expected):
+    async with serve(answer_with(200, json.dumps(body), "application/json", headers)) as url:
+        signaling = make_signaling(Target(url))
+        try:
+            await signaling.exchange(RTCSessionDescription(sdp="v=0\r\n", type="offer"))
+        finally:
+            await signaling.hangup()
+    assert signaling.agent_call_id == expected
+
+
+async def test_whip_call_id_is_its_resource_location():
+    async with serve(answer_with(201, "v=0\r\n", "application/sdp",
+                                 {"Location": "/whip/sess-42"}), path="/whip",
+                     methods=("POST", "DELETE")) as url:
+        signaling = make_signaling(Target(url, signaling="whip"))
+        try:
+            await signaling.exchange(RTCSessionDescription(sdp="v=0\r\n", type="offer"))
+        finally:
+            await signaling.hangup()
+    assert signaling.agent_call_id == "/whip/sess-42"
