@@ -64,18 +64,39 @@ def rms_dbfs(pcm: np.ndarray) -> float:
     return float(20 * np.log10(rms / 32768)) if rms > 0 else float("-inf")
 
 
-def voiced_bounds(pcm: np.ndarray, rate: int, threshold_dbfs: float = -40.0) -> tuple[int, int]:
-    """First and last sample of the 10 ms windows louder than threshold: TTS silence trimmed."""
-    win = rate // 100
-    n = pcm.size // win
-    if n == 0:
-        return 0, 0
-    blocks = pcm[: n * win].astype(np.float64).reshape(n, win)
-    level = np.sqrt(np.mean(blocks**2, axis=1))
-    loud = np.nonzero(level > 32768 * 10 ** (threshold_dbfs / 20))[0]
+# Where sound starts and ends, the same way on both sides of a call (the caller's own speech as
+# sent, the agent's as received, and the reference agent's turn log): the first and last 5 ms
+# window louder than -45 dBFS. Windows slide sample by sample, so a bound does not depend on
+# where a 20 ms frame or 10 ms block happened to begin. At -40 dBFS on 10 ms blocks a soft
+# ending ("...fifty dollars.") was cut 150-200 ms before the agent stopped hearing it.
+SOUND_LEVEL_DBFS = -45.0
+SOUND_WINDOW_MS = 5
+
+
+def loud_windows(pcm: np.ndarray, rate: int, level_dbfs: float = SOUND_LEVEL_DBFS,
+                 window_ms: float = SOUND_WINDOW_MS) -> np.ndarray:
+    """For every window start i, whether pcm[i : i + window] is louder than level_dbfs (RMS)."""
+    win = max(1, int(rate * window_ms / 1000))
+    if pcm.size < win:
+        return np.zeros(0, bool)
+    energy = np.concatenate([[0.0], np.cumsum(pcm.astype(np.float64) ** 2)])
+    window_energy = energy[win:] - energy[:-win]
+    return window_energy > win * (32768 * 10 ** (level_dbfs / 20)) ** 2
+
+
+def sound_bounds(pcm: np.ndarray, rate: int, level_dbfs: float = SOUND_LEVEL_DBFS,
+                 window_ms: float = SOUND_WINDOW_MS) -> tuple[int, int]:
+    """First sample of the first loud window and the end (exclusive) of the last; (0, 0) if none."""
+    loud = np.flatnonzero(loud_windows(pcm, rate, level_dbfs, window_ms))
     if loud.size == 0:
         return 0, 0
-    return int(loud[0] * win), int((loud[-1] + 1) * win)
+    return int(loud[0]), int(loud[-1]) + max(1, int(rate * window_ms / 1000))
+
+
+def voiced_bounds(pcm: np.ndarray, rate: int,
+                  threshold_dbfs: float = SOUND_LEVEL_DBFS) -> tuple[int, int]:
+    """First and last sample of the sound (5 ms windows above threshold): TTS silence trimmed."""
+    return sound_bounds(pcm, rate, threshold_dbfs)
 
 
 def write_stereo_wav(path: Path, left: np.ndarray, right: np.ndarray, rate: int) -> None:

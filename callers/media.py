@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
-from collections import deque
+import weakref
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -19,8 +21,14 @@ from callers.audio import samples_per_frame as spf
 WIRE_FRAME = spf(WIRE_RATE)
 STT_FRAME = spf(STT_RATE)
 # aiortc's audio jitter buffer holds 4 packets (prefetch) before releasing one, so frames
-# come out of recv() about 80 ms after they arrived; calibrated out of every received time.
+# come out of recv() about 80 ms after they arrived. Received audio is stamped with when its
+# RTP packet arrived (see received_frames); this assumed delay is the fallback for a track
+# whose packet arrivals are unknown.
 RECEIVE_BUFFER_MS = 80.0
+# received_frames anchors the stream's own timeline (RTP timestamps) on our clock by the
+# earliest arrival over this much of the stream: the least-delayed packet, not the first one.
+ANCHOR_WINDOW_MS = 10_000.0
+MAX_FILL_MS = 2_000.0  # a gap in the RTP timestamps up to this is filled with silence
 
 
 class Clock:
@@ -199,30 +207,199 @@ class OutgoingAudioTrack(MediaStreamTrack):
         return frame
 
 
+class PacketArrivals:
+    """When each RTP packet of one aiortc receiver reached us (time.monotonic()), by timestamp.
+
+    A decoded frame's pts is its packet's RTP timestamp less the receiver's first one (aiortc's
+    TimestampMapper), so the frame that comes out of the jitter buffer can be matched with the
+    packet's arrival on the network.
+    """
+
+    KEEP = 512  # packets remembered: 10 s of 20 ms packets, far more than the jitter buffer holds
+
+    def __init__(self, receiver) -> None:
+        self._mapper = getattr(receiver, "_RTCRtpReceiver__timestamp_mapper", None)
+        self._times: OrderedDict[int, float] = OrderedDict()
+
+    def add(self, timestamp: int, t: float) -> None:
+        if timestamp not in self._times:
+            self._times[timestamp] = t
+            if len(self._times) > self.KEEP:
+                self._times.popitem(last=False)
+
+    def arrival(self, pts: int | None) -> float | None:
+        """The monotonic arrival time of the packet a decoded frame came from, if known."""
+        origin = getattr(self._mapper, "_origin", None)
+        if pts is None or origin is None:
+            return None
+        return self._times.get((pts + origin) & 0xFFFFFFFF)
+
+
+_ARRIVALS: weakref.WeakKeyDictionary[MediaStreamTrack, PacketArrivals] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _install_arrival_tap() -> None:
+    """Note every RTP packet's arrival at aiortc's RTCRtpReceiver, keyed by its remote track.
+
+    aiortc has no hook for it: this wraps RTCRtpReceiver._handle_rtp_packet once per process,
+    which the DTLS transport awaits for each packet as soon as it has read and decrypted it.
+    """
+    from aiortc.rtcrtpreceiver import RTCRtpReceiver
+
+    original = RTCRtpReceiver._handle_rtp_packet
+    if getattr(original, "callfleet_tap", False):
+        return
+
+    async def handle_rtp_packet(self, packet, arrival_time_ms):
+        t = time.monotonic()
+        track = self._track
+        if track is not None:
+            arrivals = _ARRIVALS.get(track)
+            if arrivals is None:
+                arrivals = _ARRIVALS[track] = PacketArrivals(self)
+            arrivals.add(packet.timestamp, t)
+        return await original(self, packet, arrival_time_ms)
+
+    handle_rtp_packet.callfleet_tap = True  # type: ignore[attr-defined]
+    RTCRtpReceiver._handle_rtp_packet = handle_rtp_packet
+
+
+_install_arrival_tap()
+
+
+def packet_arrivals(track: MediaStreamTrack) -> PacketArrivals | None:
+    """The packet arrivals of a remote aiortc track (None before its first packet, or for any
+    other track)."""
+    return _ARRIVALS.get(track)
+
+
+class ArrivalAnchor:
+    """Where a received stream's timeline lies on our clock: the minimum over the last
+    window_ms of the stream of (arrival time - stream position), i.e. the least-delayed packet.
+
+    Every later packet was delayed more (network queueing, our event loop busy), so anchoring on
+    the first frame, or on each frame's own arrival, puts that delay into the stamps. The window
+    lets the anchor follow a sender whose clock runs slow or that stalled without skipping
+    timestamps, which a minimum over the whole call never would.
+    """
+
+    def __init__(self, window_ms: float = ANCHOR_WINDOW_MS) -> None:
+        self.window_ms = window_ms
+        self._mins: deque[tuple[float, float]] = deque()  # (position, offset), offsets rising
+
+    def add(self, position_ms: float, arrival_ms: float) -> None:
+        offset = arrival_ms - position_ms
+        while self._mins and self._mins[-1][1] >= offset:
+            self._mins.pop()
+        self._mins.append((position_ms, offset))
+        while self._mins[0][0] < position_ms - self.window_ms:
+            self._mins.popleft()
+
+    @property
+    def offset_ms(self) -> float:
+        """Clock time minus stream position (0 before the first packet)."""
+        return self._mins[0][1] if self._mins else 0.0
+
+    def reset(self) -> None:
+        self._mins.clear()
+
+
+@dataclass
+class ReceiveStats:
+    """How one call's received audio was stamped; summary() goes into the record's network."""
+
+    buffer_ms: list[float] = field(default_factory=list)  # recv() time - packet arrival, per frame
+    frames: int = 0
+    assumed: int = 0  # frames with no known packet arrival: stamped RECEIVE_BUFFER_MS early
+    restarts: int = 0  # the stream's timeline jumped (timestamps went back, or a long gap)
+
+    def summary(self) -> dict[str, float | int | None]:
+        """receive_buffer_ms: median time a frame spent between the network and us (aiortc's
+        jitter buffer and decoder), measured per frame; p95 likewise."""
+        depth = self.buffer_ms
+        return {
+            "receive_buffer_ms": round(statistics.median(depth), 1) if depth else None,
+            "receive_buffer_ms_p95": (round(float(np.percentile(depth, 95)), 1)
+                                      if depth else None),
+            "receive_frames": self.frames,
+            "receive_frames_assumed_buffer": self.assumed,
+        }
+
+
+def _stream_position_ms(frame: av.AudioFrame) -> float | None:
+    if frame.pts is None:
+        return None
+    time_base = frame.time_base or Fraction(1, frame.sample_rate)
+    return float(frame.pts * time_base * 1000)
+
+
+def _silence_like(frame: av.AudioFrame, ms: float) -> av.AudioFrame:
+    """ms of silence in frame's format, layout and rate (the resampler takes no other)."""
+    silent = av.AudioFrame(format=frame.format.name, layout=frame.layout.name,
+                           samples=int(round(ms * frame.sample_rate / 1000)))
+    for plane in silent.planes:
+        plane.update(bytes(plane.buffer_size))
+    silent.sample_rate = frame.sample_rate
+    return silent
+
+
 async def received_frames(
-    track: MediaStreamTrack, clock: Clock
+    track: MediaStreamTrack, clock: Clock, stats: ReceiveStats | None = None
 ) -> AsyncIterator[tuple[float, np.ndarray]]:
     """Every received frame as (t_ms, 20 ms of 16 kHz mono int16) until the track ends.
 
-    t_ms is when the audio reached us: receive time minus the calibrated jitter-buffer delay.
+    t_ms is when that audio reached us from the network: the frame's place in the stream (its
+    RTP timestamp) put on our clock by ArrivalAnchor, fed with each RTP packet's arrival time
+    (or, where that is unknown, the time recv() returned it less RECEIVE_BUFFER_MS). A gap in
+    the timestamps (lost packets) is filled with silence, so the 20 ms grid stays true.
+    stats, if given, collects the measured jitter-buffer depth.
     """
+    stats = stats if stats is not None else ReceiveStats()
     resampler = StreamResampler(STT_RATE)
+    anchor = ArrivalAnchor()
     pending = np.zeros(0, np.int16)
-    next_ms: float | None = None
+    out_ms = 0.0  # stream position of pending[0]
+    next_ms: float | None = None  # stream position where the next frame should begin
     while True:
         try:
             frame = await track.recv()
         except MediaStreamError:
             return
-        arrived = clock.ms() - RECEIVE_BUFFER_MS
+        recv_ms = clock.ms()
+        position = _stream_position_ms(frame)
+        position = (next_ms or 0.0) if position is None else position
+        arrivals = packet_arrivals(track)
+        arrived = arrivals.arrival(frame.pts) if arrivals is not None else None
+        stats.frames += 1
+        if arrived is not None:
+            arrived_ms = (arrived - clock.t0) * 1000
+            stats.buffer_ms.append(recv_ms - arrived_ms)
+        else:
+            arrived_ms = recv_ms - RECEIVE_BUFFER_MS
+            stats.assumed += 1
+        gap = 0.0 if next_ms is None else position - next_ms
+        if next_ms is None or gap > MAX_FILL_MS or gap < -1.0:
+            if next_ms is not None:  # the timeline jumped: start it over at this frame
+                stats.restarts += 1
+                if pending.size:
+                    tail = np.zeros(STT_FRAME, np.int16)
+                    tail[: pending.size] = pending[:STT_FRAME]
+                    yield out_ms + anchor.offset_ms, tail
+            resampler = StreamResampler(STT_RATE)
+            anchor.reset()
+            pending = np.zeros(0, np.int16)
+            out_ms = position
+        elif gap > 1.0:  # lost packets: silence in their place, through the resampler
+            pending = np.concatenate([pending, resampler.push_frame(_silence_like(frame, gap))])
+        anchor.add(position, arrived_ms)
+        next_ms = position + frame.samples * 1000 / frame.sample_rate
         pending = np.concatenate([pending, resampler.push_frame(frame)])
-        # Stay on the stream's own 20 ms grid unless arrival drifts away (a gap or a stall).
-        if next_ms is None or abs(arrived - next_ms) > 3 * FRAME_MS:
-            next_ms = arrived
         while pending.size >= STT_FRAME:
-            yield next_ms, pending[:STT_FRAME]
+            yield out_ms + anchor.offset_ms, pending[:STT_FRAME]
             pending = pending[STT_FRAME:]
-            next_ms += FRAME_MS
+            out_ms += FRAME_MS
 
 
 def place_on_timeline(chunks: list[tuple[float, np.ndarray]], rate: int) -> np.ndarray:

@@ -8,7 +8,15 @@ from dataclasses import dataclass
 import numpy as np
 import webrtcvad
 
-from callers.audio import FRAME_MS, STT_RATE, rms_dbfs, samples_per_frame
+from callers.audio import (
+    FRAME_MS,
+    SOUND_LEVEL_DBFS,
+    SOUND_WINDOW_MS,
+    STT_RATE,
+    loud_windows,
+    rms_dbfs,
+    samples_per_frame,
+)
 
 FRAME_SAMPLES = samples_per_frame(STT_RATE)
 # webrtcvad keeps calling frames "speech" for ~120-270 ms after the voice has faded (its own
@@ -22,6 +30,17 @@ END_RANGE_DB = 25.0
 # (at stream start, or when line noise follows digital silence): a segment only starts on
 # frames that are both VAD-voiced and above this floor.
 START_LEVEL_DBFS = -50.0
+# The VAD decides on whole 20 ms frames; a segment's start and end are then refined to the
+# sample, the way the caller's own speech is bounded (callers.audio.sound_bounds): the first
+# and last 5 ms window louder than -45 dBFS. The start moves back into the frames before the
+# first VAD frame while the sound there is continuous (a soft onset, "f" of "fifty"), the end
+# forward over the loud tail the VAD no longer calls speech ("...order." was cut 58 ms short);
+# both by at most EDGE_MS, so a noise floor above the level moves a bound by no more than that.
+EDGE_MS = 100
+_EDGE_FRAMES = EDGE_MS // FRAME_MS
+_WINDOW = STT_RATE * SOUND_WINDOW_MS // 1000
+BRIDGE_MS = 30  # a dip below the level shorter than this does not end the sound
+_BRIDGE = STT_RATE * BRIDGE_MS // 1000
 
 
 @dataclass
@@ -60,6 +79,9 @@ class SpeechSegmenter:
             maxlen=max(start_frames, preroll_ms // FRAME_MS)
         )
         self._frames: list[np.ndarray] = []
+        self._times: list[float] = []  # t_ms of each frame in _frames
+        self._last_loud = 0  # index in _frames of the last loud voiced frame
+        self._voiced_cache = (-1, 0.0)  # (len(_frames), voiced_ms) last computed
         self._start_ms = 0.0
         self._last_voiced_end_ms = 0.0
         self._peak_dbfs = float("-inf")
@@ -77,12 +99,14 @@ class SpeechSegmenter:
                 return [self._begin(run[0][0])]
             return []
         self._frames.append(frame)
+        self._times.append(t_ms)
         if voiced:
             self._silent_run = 0
             level = rms_dbfs(frame)
             self._peak_dbfs = max(self._peak_dbfs, level)
             if level >= min(END_LEVEL_DBFS, self._peak_dbfs - END_RANGE_DB):
                 self._last_voiced_end_ms = t_ms + FRAME_MS
+                self._last_loud = len(self._frames) - 1
         else:
             self._silent_run += 1
         if self._silent_run >= self._hangover_frames or len(self._frames) >= self._max_frames:
@@ -91,28 +115,87 @@ class SpeechSegmenter:
 
     @property
     def voiced_ms(self) -> float:
-        """The open segment's length so far: its start to its last loud voiced frame (what its
-        SpeechSegment would span if it ended now), so trailing hangover silence never counts.
-        0 outside speech."""
-        return self._last_voiced_end_ms - self._start_ms if self.in_speech else 0.0
+        """The open segment's length so far: its start to the end of the sound of its last loud
+        voiced frame (what its SpeechSegment would span if it ended now), so trailing hangover
+        silence never counts. 0 outside speech."""
+        if not self.in_speech:
+            return 0.0
+        if self._voiced_cache[0] != len(self._frames):
+            end = self._refined_end(self._last_voiced_end_ms)
+            self._voiced_cache = (len(self._frames), end - self._start_ms)
+        return self._voiced_cache[1]
 
     def flush(self) -> list[VadEvent]:
         """End an open segment (the stream stopped)."""
         return [self._finish()] if self.in_speech else []
 
-    def _begin(self, start_ms: float) -> VadEvent:
+    def _begin(self, frame_start_ms: float) -> VadEvent:
         self.in_speech = True
-        self._start_ms = start_ms
         self._frames = [f for _, f, _ in self._recent]  # pre-roll keeps the first phoneme
+        self._times = [t for t, _, _ in self._recent]
+        self._last_loud = len(self._frames) - 1
+        self._voiced_cache = (-1, 0.0)
+        first = len(self._frames) - self._start_frames  # the first frame of the VAD run
+        self._start_ms = self._refined_start(first, frame_start_ms)
         self._last_voiced_end_ms = self._recent[-1][0] + FRAME_MS
         self._peak_dbfs = max(rms_dbfs(f) for _, f, _ in self._recent)
         self._silent_run = 0
         self._recent.clear()
-        return VadEvent("start", start_ms)
+        return VadEvent("start", self._start_ms)
 
     def _finish(self) -> VadEvent:
         self.in_speech = False
+        end_ms = self._refined_end(self._last_voiced_end_ms)
         audio = np.concatenate(self._frames) if self._frames else np.zeros(0, np.int16)
-        self._frames = []
-        segment = SpeechSegment(self._start_ms, self._last_voiced_end_ms, audio)
-        return VadEvent("end", self._last_voiced_end_ms, segment)
+        self._frames, self._times = [], []
+        segment = SpeechSegment(self._start_ms, end_ms, audio)
+        return VadEvent("end", end_ms, segment)
+
+    def _contiguous(self, lo: int, hi: int, keep: int) -> tuple[float, np.ndarray]:
+        """Frames lo..hi-1 around frame keep as one clip and its start time, cut where their
+        times are not 20 ms apart (the receive clock re-anchored between them)."""
+        lo, hi = max(0, lo), min(hi, len(self._frames))
+        for i in range(keep, lo, -1):
+            if abs(self._times[i] - self._times[i - 1] - FRAME_MS) > 1.0:
+                lo = i
+                break
+        for i in range(keep + 1, hi):
+            if abs(self._times[i] - self._times[i - 1] - FRAME_MS) > 1.0:
+                hi = i
+                break
+        return self._times[lo], np.concatenate(self._frames[lo:hi])
+
+    def _refined_start(self, first: int, frame_ms: float) -> float:
+        """The first sample of the sound the VAD run begins in: the start of the earliest loud
+        5 ms window that is continuous with the first loud window of the run's first frame."""
+        lo = max(0, first - _EDGE_FRAMES)
+        t0, clip = self._contiguous(lo, first + self._start_frames, keep=first)
+        loud = loud_windows(clip, STT_RATE)
+        at = int(round((frame_ms - t0) * STT_RATE / 1000))  # the first frame, in clip samples
+        hits = np.flatnonzero(loud[at:])
+        if hits.size == 0:
+            return frame_ms
+        loud_at = np.flatnonzero(loud[: at + int(hits[0]) + 1])
+        # back over the sound before it, across dips shorter than _BRIDGE samples
+        breaks = np.flatnonzero(np.diff(loud_at) > _BRIDGE)
+        j = int(loud_at[breaks[-1] + 1]) if breaks.size else int(loud_at[0])
+        return t0 + j * 1000 / STT_RATE
+
+    def _refined_end(self, frame_end_ms: float) -> float:
+        """The end of the sound the last loud voiced frame is part of: the end of the last loud
+        5 ms window continuous with the last loud window of that frame."""
+        last = self._last_loud
+        if not self._frames:
+            return frame_end_ms
+        t0, clip = self._contiguous(last - 1, last + 1 + _EDGE_FRAMES, keep=last)
+        loud = loud_windows(clip, STT_RATE)
+        at = int(round((frame_end_ms - t0) * STT_RATE / 1000))  # the frame's end, in samples
+        hits = np.flatnonzero(loud[: max(0, at - _WINDOW + 1)])  # windows inside the frame
+        hits = hits[hits >= at - FRAME_SAMPLES - _WINDOW + 1]
+        if hits.size == 0:
+            return frame_end_ms
+        loud_at = np.flatnonzero(loud[int(hits[-1]):]) + int(hits[-1])
+        # on over the loud tail, across dips shorter than _BRIDGE samples
+        breaks = np.flatnonzero(np.diff(loud_at) > _BRIDGE)
+        j = int(loud_at[breaks[0]]) if breaks.size else int(loud_at[-1])
+        return t0 + (j + _WINDOW) * 1000 / STT_RATE

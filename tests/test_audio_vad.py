@@ -53,11 +53,15 @@ def speech16(synth):
 
 @pytest.fixture(scope="module")
 def two_phrases16(synth):
-    """Two short sentences, each trimmed to its voiced span (16 kHz)."""
+    """Two short sentences, each trimmed to its voiced span (16 kHz).
+
+    Trimmed at -40 dBFS, not at the -45 dBFS sound level: "...John Smith." is followed, 40 ms
+    after its end, by 80 ms of breath at -42 to -47 dBFS that is sound but not speech.
+    """
     out = []
     for text in ("My name is John Smith.", "I was charged twice for my order."):
         pcm = resample(synth.synthesize_sync(text), synth.sample_rate, STT_RATE)
-        a, b = voiced_bounds(pcm, STT_RATE)
+        a, b = voiced_bounds(pcm, STT_RATE, threshold_dbfs=-40.0)
         out.append(pcm[a:b])
     return out
 
