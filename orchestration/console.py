@@ -20,12 +20,17 @@ def print_summary(summary: dict[str, Any], run_dir: str) -> None:
     for column in ("calls", "completed", "failed", "not started", "latency p50 / p95 / p99 ms",
                    "understood (all facts)"):
         table.add_column(column, justify="right")
-    rate = summary["understanding"].get("all_correct_rate")
+    understanding = summary["understanding"]
+    rate = understanding.get("all_correct_rate")
+    observed = ""
+    if understanding.get("facts_expected"):
+        observed = (f"  ({understanding.get('facts_observed', 0)} of "
+                    f"{understanding['facts_expected']} facts observed)")
     table.add_row(
         str(calls["planned"]), str(calls["completed"]), str(calls["failed"]),
         str(calls["not_started"]),
         f"{_ms(lat['p50'])} / {_ms(lat['p95'])} / {_ms(lat['p99'])}  (n={lat['n']})",
-        "-" if rate is None else f"{rate:.0%}",
+        ("-" if rate is None else f"{rate:.0%}") + observed,
     )
     console.print(table)
     for reason, n in (calls.get("failure_reasons") or {}).items():
