@@ -46,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--hangup", choices=("message", "close"), default="message",
                        help="how the agent hangs up: an agent-state message then close, or "
                             "just close the connection 0.5 s after its goodbye")
+    agent.add_argument("--turn-log", type=Path, default=None, metavar="FILE",
+                       help="append one JSON line per answered caller turn: when the caller's "
+                            "sound last reached the agent and when its reply started, on the "
+                            "agent's clock (reference_agent/turn_log.py)")
 
     report = sub.add_parser("report", help="rebuild summary.json, report.html, junit.xml from calls.jsonl")
     report.add_argument("run_dir", type=Path)

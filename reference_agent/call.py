@@ -15,6 +15,7 @@ from callers.media import (
     Clock,
     OutgoingAudioTrack,
     Playout,
+    ReceiveStats,
     Utterance,
     received_frames,
     utterance_from_pcm,
@@ -22,8 +23,9 @@ from callers.media import (
 from callers.stt import Transcriber
 from callers.transport import close_peer_connection
 from callers.tts import Synthesizer
-from callers.vad import SpeechSegmenter
+from callers.vad import SpeechSegment, SpeechSegmenter
 from reference_agent.dialog import Dialog
+from reference_agent.turn_log import LastSound, TurnLog
 from reference_agent.turns import REPROMPT_AFTER_S, SilenceReprompts, TurnGate
 
 log = logging.getLogger(__name__)
@@ -66,13 +68,23 @@ class SpeechModels:
 class AgentCall:
     """The agent's side of one peer connection."""
 
-    def __init__(self, pc: RTCPeerConnection, models: SpeechModels, knobs: AgentKnobs) -> None:
+    def __init__(self, pc: RTCPeerConnection, models: SpeechModels, knobs: AgentKnobs, *,
+                 turn_log: TurnLog | None = None, call_id: str | None = None) -> None:
         self.pc = pc
         self.models = models
         self.knobs = knobs
         self.clock = Clock()
         self.dialog = Dialog(mishear=set(knobs.mishear), drop_after_turns=knobs.drop_after_turns)
-        self.playout = Playout()
+        self.playout = Playout(on_event=self._on_playout)
+        # The turn log (--turn-log): when the caller's sound last reached the agent before each
+        # endpoint, and when the reply's first voiced sample left; on this call's clock.
+        self.turn_log = turn_log
+        self.call_id = call_id
+        self.receive_stats = ReceiveStats()
+        self.last_sound = LastSound()
+        self._turn_sound: dict[int, tuple[SpeechSegment, float | None]] = {}
+        self._replies: dict[int, tuple[Utterance, dict]] = {}
+        self._answered = 0
         self.pc.addTrack(OutgoingAudioTrack(self.playout, self.clock))
         self.channel = None
         self.turns: asyncio.Queue = asyncio.Queue()
@@ -107,18 +119,27 @@ class AgentCall:
     async def _listen(self, track) -> None:
         """Consume every frame (an unread track grows without bound); VAD marks caller turns."""
         segmenter = self.segmenter
-        async for t_ms, frame in received_frames(track, self.clock):
-            for event in segmenter.push(frame, t_ms):
-                self._activity.set()
-                if event.kind == "start":
-                    self.gate.start(self._agent_voicing())
-                elif event.segment is not None:
-                    if self.gate.is_turn(event.segment.end_ms - event.segment.start_ms):
-                        self.turns.put_nowait((event.segment, self.clock.ms()))
-            # Yield only to speech that has lasted: a backchannel must not stop the agent.
-            if segmenter.in_speech and self.gate.should_stop(segmenter.voiced_ms,
-                                                             self.playout.speaking):
-                self.playout.stop(t_ms)
+        try:
+            async for t_ms, frame in received_frames(track, self.clock, self.receive_stats):
+                self.last_sound.push(t_ms, frame)
+                for event in segmenter.push(frame, t_ms):
+                    self._activity.set()
+                    if event.kind == "start":
+                        self.gate.start(self._agent_voicing())
+                    elif event.segment is not None:
+                        if self.gate.is_turn(event.segment.end_ms - event.segment.start_ms):
+                            self._turn_sound[id(event.segment)] = (event.segment,
+                                                                   self.last_sound.ms)
+                            self.turns.put_nowait((event.segment, self.clock.ms()))
+                # Yield only to speech that has lasted: a backchannel must not stop the agent.
+                if segmenter.in_speech and self.gate.should_stop(segmenter.voiced_ms,
+                                                                 self.playout.speaking):
+                    self.playout.stop(t_ms)
+        finally:
+            if self.turn_log is not None:
+                self.turn_log.write({"kind": "call", "call_id": self.call_id,
+                                     "t0_monotonic": self.clock.t0, "turns": self._answered,
+                                     **self.receive_stats.summary()})
 
     def _agent_voicing(self) -> bool:
         """The agent's voice is playing or about to: not just an utterance's trailing silence."""
@@ -169,6 +190,8 @@ class AgentCall:
         prompt = self.dialog.current_question()
         if self.dialog.stage in ("first_name", "last_name"):
             prompt = f"{NAME_HINTS} {prompt}"
+        heard_sound = self._turn_sound.pop(id(segment), (None, None))
+        last_sound_ms = heard_sound[1] if heard_sound[0] is segment else None
         heard = await self.models.stt.transcribe(segment.audio, prompt=prompt)
         if not heard.text:
             return False
@@ -181,10 +204,35 @@ class AgentCall:
             # (which varies with load) does not blur the planted --response-delay-ms.
             speak_at = endpointed_ms + PROCESSING_BUDGET_MS + self.knobs.response_delay_ms
             await asyncio.sleep(max(0.0, speak_at - self.clock.ms()) / 1000)
+            self._log_reply(utterance, last_sound_ms, endpointed_ms)
             done = self._play(utterance)
             if reply.hang_up:
                 await done
         return reply.hang_up
+
+    def _log_reply(self, utterance: Utterance, last_sound_ms: float | None,
+                   endpointed_ms: float) -> None:
+        """Log this reply to a caller turn when its first voiced sample leaves (_on_playout)."""
+        self._answered += 1
+        if self.turn_log is None:
+            return
+        entry = {"kind": "turn", "call_id": self.call_id, "turn": self._answered,
+                 "t0_monotonic": self.clock.t0,
+                 "last_caller_sound_ms": None if last_sound_ms is None else round(last_sound_ms, 2),
+                 "endpointed_ms": round(endpointed_ms, 2)}
+        self._replies[id(utterance)] = (utterance, entry)
+
+    def _on_playout(self, kind: str, t_ms: float, utterance: Utterance) -> None:
+        if kind != "speech_start" or id(utterance) not in self._replies:
+            if kind == "speech_end":  # stopped before it started, or done: forget it
+                self._replies.pop(id(utterance), None)
+            return
+        replied, entry = self._replies.pop(id(utterance))
+        if replied is not utterance or self.turn_log is None:
+            return
+        sound = entry["last_caller_sound_ms"]
+        self.turn_log.write({**entry, "reply_start_ms": round(t_ms, 2),
+                             "gap_ms": None if sound is None else round(t_ms - sound, 2)})
 
     async def _wait_connected(self) -> None:
         while self.pc.connectionState != "connected":

@@ -9,6 +9,7 @@ from callers.stt import Transcriber, warm_up
 from callers.tts import Synthesizer
 from reference_agent.call import AgentKnobs, SpeechModels
 from reference_agent.server import AgentServer, serve
+from reference_agent.turn_log import TurnLog
 
 
 async def run_agent(args) -> int:
@@ -23,7 +24,8 @@ async def run_agent(args) -> int:
         asyncio.to_thread(Transcriber, cpu_threads=1, workers=2), asyncio.to_thread(Synthesizer)
     )
     await warm_up(stt, tts)
-    server = AgentServer(SpeechModels(stt, tts), knobs, host=args.host)
+    turn_log = TurnLog(args.turn_log) if getattr(args, "turn_log", None) else None
+    server = AgentServer(SpeechModels(stt, tts), knobs, host=args.host, turn_log=turn_log)
     runner, port = await serve(server, args.host, args.port)
     url = f"http://{args.host}:{port}"
     # The first line is read by `callfleet demo` to find the port: keep its format.
@@ -35,6 +37,8 @@ async def run_agent(args) -> int:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await runner.cleanup()
+    if turn_log is not None:
+        turn_log.close()
     stt.close()
     tts.close()
     return 0

@@ -13,6 +13,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from callers.loopback import is_loopback_url, keep_loopback_candidates, loopback_only
 from callers.transport import close_peer_connection
 from reference_agent.call import AgentCall, AgentKnobs, SpeechModels
+from reference_agent.turn_log import TurnLog
 
 log = logging.getLogger(__name__)
 
@@ -20,9 +21,11 @@ log = logging.getLogger(__name__)
 class AgentServer:
     """Answers offers with a new AgentCall each; keeps media on loopback when bound there."""
 
-    def __init__(self, models: SpeechModels, knobs: AgentKnobs, host: str = "127.0.0.1") -> None:
+    def __init__(self, models: SpeechModels, knobs: AgentKnobs, host: str = "127.0.0.1",
+                 turn_log: TurnLog | None = None) -> None:
         self.models = models
         self.knobs = knobs
+        self.turn_log = turn_log
         self.local = is_loopback_url(f"http://{host}/")
         self.calls: dict[str, AgentCall] = {}
         self._background: set[asyncio.Task] = set()
@@ -43,7 +46,7 @@ class AgentServer:
         # Local: no STUN (candidates come from callers.loopback); else aiortc's default STUN.
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]) if self.local else None)
         call_id = uuid.uuid4().hex[:12]
-        call = AgentCall(pc, self.models, self.knobs)
+        call = AgentCall(pc, self.models, self.knobs, turn_log=self.turn_log, call_id=call_id)
         self.calls[call_id] = call
         with loopback_only(self.local):
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))

@@ -23,7 +23,9 @@ async def test_hesitation_is_a_pause_of_the_planned_length_between_filler_and_an
     assert utterance.text == "Um, Smith."
     (_, end_filler), (start_answer, _) = utterance.spans
     gap_ms = (start_answer - end_filler) / WIRE_RATE * 1000
-    assert 450 <= gap_ms <= 450 + 60  # the pause plus the answer's kept lead-in (30 ms)
+    # the pause plus the answer's kept lead-in (30 ms); the filler's end, found to the sample,
+    # can move by a few samples when the glued clip is resampled to the wire rate
+    assert 450 - 0.5 <= gap_ms <= 450 + 60
 
 
 async def test_replies_start_with_the_voice_not_piper_silence(synth):

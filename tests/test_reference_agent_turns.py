@@ -194,7 +194,7 @@ def _agent(stt: FakeSTT | None = None, barge_in: str = "stop") -> tuple[AgentCal
 
 
 def _feed(monkeypatch, frames) -> None:
-    async def fake_received_frames(track, clock):
+    async def fake_received_frames(track, clock, stats=None):
         for item in frames:
             yield item
     monkeypatch.setattr(call_module, "received_frames", fake_received_frames)
@@ -289,7 +289,7 @@ async def test_caller_speech_holds_off_the_reprompt(synth, quick, monkeypatch):
     agent, tts = _agent(FakeSTT("I'm calling about a refund."))
     speech = _caller_speech(synth, BARGE_INS[0], 1.4, 0)  # ~1.4 s, far longer than 0.3 s
 
-    async def caller(track, clock):
+    async def caller(track, clock, stats=None):
         while len(tts.said) < 1 or agent.playout.speaking:  # until the opening has played
             await asyncio.sleep(FRAME_MS / 1000)
             yield clock.ms(), np.zeros(FRAME_SAMPLES, np.int16)
