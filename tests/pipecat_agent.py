@@ -41,7 +41,8 @@ def pipecat_bot(*bot_args: str, startup_timeout_s: float = 120.0,
         raise RuntimeError(f"{python} is missing: run `make pipecat-bot` (make test does)")
     if log_path is None:
         log_path = Path(tempfile.mkstemp(prefix="pipecat-bot-", suffix=".log")[1])
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "ORT_DISABLE_TELEMETRY": "1",
+           "PYTHONUNBUFFERED": "1"}
     with open(log_path, "a") as log:
         proc = subprocess.Popen([str(python), str(BOT), "--host", "127.0.0.1", "--port", "0",
                                  *bot_args], stdout=subprocess.PIPE, stderr=log, text=True,

@@ -19,7 +19,7 @@ call close the peer connection without the peerLeft message, as a bot that just 
 connection does: the caller must then notice the close itself.
 
 Deployment note: this bot serves 127.0.0.1 only and must keep media there (the machine it runs
-on may only talk to 127.0.0.0/8). aioice, under aiortc, skips 127.0.0.1 when it gathers host
+on may only talk to 127.0.0.0/8; onnxruntime's telemetry is switched off for the same reason). aioice, under aiortc, skips 127.0.0.1 when it gathers host
 candidates, so this process replaces `aioice.ice.get_host_addresses` to gather exactly
 127.0.0.1, uses no STUN, and drops non-loopback candidates from offers.
 
@@ -33,6 +33,10 @@ import os
 # Nothing may be downloaded at run time; these make a stray download fail loudly instead.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# onnxruntime 1.31 (Silero VAD, Piper) otherwise resolves mobile.events.data.microsoft.com for
+# its telemetry within seconds of its first session, and every few seconds after: DNS traffic
+# off the machine (seen with strace). Must be set before onnxruntime is loaded.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
