@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# onnxruntime 1.31 (Piper, Silero) resolves mobile.events.data.microsoft.com for telemetry every few
+# seconds unless this is set before it loads: DNS traffic off a machine that must stay on 127.0.0.0/8.
+export ORT_DISABLE_TELEMETRY := 1
 
 .PHONY: demo test install browser pipecat-bot clean
 
