@@ -95,10 +95,10 @@ METRICS: dict[str, tuple[Reader, str]] = {
     "latency_p95_ms": (_field("latency_ms", "p95", n=("latency_ms", "n")), "response latency p95"),
     "latency_p99_ms": (_field("latency_ms", "p99", n=("latency_ms", "n")), "response latency p99"),
     "latency_mean_ms": (_field("latency_ms", "mean", n=("latency_ms", "n")), "mean latency"),
-    "completion_rate": (_completion_rate, "completed calls / planned calls"),
+    "completion_rate": (_completion_rate, "completed calls / calls placed"),
     "task_completion_rate": (
         _field("completion", "task_rate", n=("completion", "n")),
-        "completed with every fact understood / planned",
+        "completed with every observed fact understood / calls placed",
     ),
     "failure_rate": (_failure_rate, "failed calls / started calls"),
     "understanding_all_correct_rate": (
@@ -288,23 +288,36 @@ def evaluate_gates(summary: Summary, gates: Gates | Mapping[str, Any] | None = N
                    ) -> list[dict[str, Any]]:
     """One result per gate bound: {name, op, threshold, value, n, passed, reason}.
 
-    None means DEFAULT_GATES. `understanding_rate` yields one result per graded entity
-    (named understanding.<entity>)."""
+    None means DEFAULT_GATES, which judge only what the run measured (a run whose callers never
+    barge in has no barge-in gate); a gate the user configured fails on no data.
+    `understanding_rate` yields one result per graded entity (named understanding.<entity>)."""
+    return _evaluate(summary, gates)[0]
+
+
+def _evaluate(summary: Summary, gates: Gates | Mapping[str, Any] | None
+              ) -> tuple[list[dict[str, Any]], list[str]]:
+    """The results, and the default gates left out because the run did not measure them."""
+    measured_only = gates is None or gates is DEFAULT_GATES
     gates = parse_gates(gates)
-    results = []
+    results, unmeasured = [], []
     for gate, bound in gates.root.items():
         for name, read in _checks(gate, summary):
             value, n = read(summary)
+            if value is None and measured_only:
+                unmeasured.append(name)
+                continue
             for op in ("min", "max"):
                 threshold = getattr(bound, op)
                 if threshold is not None:
                     results.append(_observed(summary, _judge(name, op, threshold, value, n)))
-    return results
+    return results, unmeasured
 
 
 def apply_gates(summary: Summary, gates: Gates | Mapping[str, Any] | None = None) -> Summary:
-    """Fill summary["gates"] (and summary["gates_passed"]) and return the summary."""
-    summary["gates"] = evaluate_gates(summary, gates)
+    """Fill summary["gates"], summary["gates_passed"] and, for the default gates, the names
+    of those this run did not measure (summary["gates_not_measured"]); returns the summary."""
+    summary["gates"], unmeasured = _evaluate(summary, gates)
+    summary["gates_not_measured"] = unmeasured
     summary["gates_passed"] = gates_passed(summary)
     return summary
 

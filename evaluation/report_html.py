@@ -123,7 +123,9 @@ def _cards(summary: dict[str, Any]) -> str:
         _card("calls", f"{calls.get('completed', 0)} / {calls.get('planned', 0)}",
               f"completed / planned · {calls.get('failed', 0)} failed · "
               f"{calls.get('not_started', 0)} not started"),
-        _card("completion", _pct(rate), f"n={comp.get('n', calls.get('planned', 0))}"),
+        _card("completion", _pct(rate),
+              f"n={comp.get('n', calls.get('planned', 0))} calls placed"
+              + (f" · {comp['not_placed']} never placed" if comp.get("not_placed") else "")),
         _card("latency p50", _num(lat.get("p50"), "{:.0f} ms"), f"mean {_num(lat.get('mean'))} ms"),
         _card("latency p95", _num(lat.get("p95"), "{:.0f} ms"), f"n={lat.get('n', 0)}"),
         _card("latency p99", _num(lat.get("p99"), "{:.0f} ms"), f"n={lat.get('n', 0)}"),

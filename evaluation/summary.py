@@ -87,14 +87,16 @@ def _calls(records: list[dict[str, Any]], planned: int | None) -> dict[str, Any]
 
 
 def _completion(records: list[dict[str, Any]], planned: int | None) -> dict[str, Any]:
-    """Completion over planned calls (a planned call that never started did not complete);
-    task completion also needs every graded fact understood (DESIGN.md)."""
-    n = len(records) if planned is None else max(planned, len(records))
+    """Completion over the calls placed (a time-boxed phase may end before every planned call
+    was placed: those are counted apart, as not placed); task completion also needs every
+    observed fact understood (DESIGN.md)."""
+    n = len(records)
     completed = [r for r in records if r.get("status") == "completed"]
     return {
         "rate": _rate(len(completed), n),
         "task_rate": _rate(sum(1 for r in completed if _all_correct(r)), n),
         "n": n,
+        "not_placed": max((planned or 0) - n, 0),
     }
 
 

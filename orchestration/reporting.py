@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from callers.errors import ConfigError
-from evaluation.gates import Gates, apply_gates, gates_passed, parse_gates
+from evaluation.gates import DEFAULT_GATES, Gates, apply_gates, gates_passed, parse_gates
 from evaluation.junit import write_junit
 from evaluation.metrics import call_metrics
+from evaluation.scoring import reached_conversation
 from evaluation.report_html import write_report
 from evaluation.summary import summarize
 from orchestration.console import console, print_summary
@@ -29,8 +30,9 @@ def finish_run(store: RunStore, records: list[dict[str, Any]], *, run_id: str, t
     parsed = parse_gates(gates)
     summary = summarize(records, run_id=run_id, target=target, planned=planned, partial=partial)
     apply_gates(summary, parsed)
-    # Kept so `callfleet report` re-judges the run by the gates it was run with.
-    summary["gate_config"] = parsed.model_dump(exclude_none=True)
+    # Kept so `callfleet report` re-judges the run by the gates it was run with (None: defaults).
+    summary["gate_config"] = (None if parsed is DEFAULT_GATES
+                              else parsed.model_dump(exclude_none=True))
     store.write_summary(summary)
     write_report(store.run_dir, summary, records)
     write_junit(store.run_dir, summary, records)
@@ -70,7 +72,7 @@ def rebuild_report(run_dir: Path, gates: Gates | Mapping[str, Any] | None = None
         print(f"callfleet: warning: {warning} (skipped)", file=sys.stderr)
     for record in records:
         # A record written before scoring (a crash in between) still has its timeline.
-        if not record.get("metrics") and record.get("events"):
+        if not record.get("metrics") and reached_conversation(record):
             record["metrics"] = call_metrics(record["events"])
     old = _old_summary(run_dir)
     if gates is None and isinstance(old.get("gate_config"), Mapping):

@@ -61,11 +61,12 @@ def test_threshold_is_inclusive():
     assert g["passed"] is True
 
 
-def test_completion_counts_not_started_calls_as_not_completed():
+def test_completion_is_over_calls_placed_and_says_so():
     s = summary_of([rec("a"), rec("b"), rec("c", status="failed", reason="ice_timeout")],
                    planned=4)
     (g,) = evaluate_gates(s, {"completion_rate": {"min": 0.5}})
-    assert g["value"] == 0.5 and g["n"] == 4 and g["passed"] is True
+    assert g["value"] == 0.6667 and g["n"] == 3 and g["passed"] is True
+    assert s["completion"]["not_placed"] == 1 and s["calls"]["not_started"] == 1
 
 
 def test_understanding_rate_expands_to_one_result_per_entity():
@@ -199,3 +200,18 @@ def test_understanding_gates_judge_observed_facts_only_and_say_how_many():
     # Named explicitly, a fact never observed has no data: it fails, and says why.
     (named,) = evaluate_gates(summary, {"understanding.first_name": {"min": 0.7}})
     assert not named["passed"] and named["reason"] == "no data (observed 0 of 4)"
+
+
+def test_default_gates_judge_only_what_the_run_measured_and_name_the_rest():
+    from evaluation.gates import apply_gates
+
+    summary = summary_of([rec("a", latencies=[900.0], correct={})])  # no barge-in, no facts
+    apply_gates(summary, None)
+    names = {g["name"] for g in summary["gates"]}
+    assert "latency_p95_ms" in names and "barge_in_not_stopped_rate" not in names
+    assert "barge_in_not_stopped_rate" in summary["gates_not_measured"]
+    assert "understanding_rate" in summary["gates_not_measured"]
+    # Configured by the user, the same gate fails on no data.
+    apply_gates(summary, {"barge_in_not_stopped_rate": {"max": 0.2}})
+    assert [(g["name"], g["passed"]) for g in summary["gates"]] == [
+        ("barge_in_not_stopped_rate", False)]

@@ -182,14 +182,16 @@ def test_by_persona_slices_calls_completion_latency_and_understanding():
     assert by["q"]["understanding"] == {"all_correct_rate": None, "n": 0}
 
 
-def test_completion_is_over_planned_and_task_completion_needs_every_fact():
+def test_completion_is_over_calls_placed_and_task_completion_needs_every_fact():
     records = [
         rec("a", understanding={"correct": {"x": True}}),
         rec("b", understanding={"correct": {"x": False}}),
         rec("c", status="failed", reason="x"),
+        rec("d", understanding={"correct": {"x": True}}),
     ]
-    c = summarize(records, run_id="r", target="t", planned=4)["completion"]
-    assert c == {"rate": 0.5, "task_rate": 0.25, "n": 4}
+    # A time-boxed phase ended after 4 of 10 planned calls: 3 of the 4 placed completed.
+    c = summarize(records, run_id="r", target="t", planned=10)["completion"]
+    assert c == {"rate": 0.75, "task_rate": 0.5, "n": 4, "not_placed": 6}
 
 
 def curve(*points):
