@@ -26,7 +26,8 @@ READY_PREFIX = "pipecat bot listening on "
 
 
 def pipecat_python() -> Path:
-    return Path(os.environ.get("CALLFLEET_PIPECAT_PYTHON", REPO / ".venv-pipecat" / "bin" / "python"))
+    default = REPO / ".venv-pipecat" / "bin" / "python"
+    return Path(os.environ.get("CALLFLEET_PIPECAT_PYTHON", default))
 
 
 @contextlib.contextmanager

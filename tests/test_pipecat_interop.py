@@ -140,7 +140,10 @@ def test_record_holds_the_bots_rtvi_messages(calls, name):
 
 
 async def test_answer_gathers_only_loopback_and_offer_candidates_elsewhere_are_dropped(bot):
-    """Signaling only: the answer's candidates are all 127.0.0.1; a private one offered is dropped."""
+    """Signaling only: the answer's candidates are all 127.0.0.1; one elsewhere is dropped.
+
+    The planted candidate is TEST-NET-1; the bot's sockets are bound to 127.0.0.1 anyway.
+    """
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     try:
         with loopback_only():

@@ -18,10 +18,11 @@ transport closes the peer connection (Pipecat 1.14 first sends {"type": "signall
 call close the peer connection without the peerLeft message, as a bot that just drops the
 connection does: the caller must then notice the close itself.
 
-Deployment note: this bot serves 127.0.0.1 only and must keep media there (the machine it runs
-on may only talk to 127.0.0.0/8; onnxruntime's telemetry is switched off for the same reason). aioice, under aiortc, skips 127.0.0.1 when it gathers host
-candidates, so this process replaces `aioice.ice.get_host_addresses` to gather exactly
-127.0.0.1, uses no STUN, and drops non-loopback candidates from offers.
+Deployment note: this bot serves 127.0.0.1 only and must keep its traffic there (the machine it
+runs on may only talk to 127.0.0.0/8). aioice, under aiortc, skips 127.0.0.1 when it gathers
+host candidates, so this process replaces `aioice.ice.get_host_addresses` to gather exactly
+127.0.0.1, uses no STUN, and drops non-loopback candidates from offers; and it switches off
+onnxruntime's telemetry (DNS lookups of a Microsoft collector).
 
     .venv-pipecat/bin/python tests/third_party/pipecat_bot.py --port 0
 """
