@@ -4,8 +4,8 @@ Agents announce their state in their own way. `entities-json` is the reference a
 objects with {"entities": {...}} and {"event": "hangup"}. `rtvi` is Pipecat's RTVI protocol:
 {"label": "rtvi-ai", "type": ..., "data": ...} on whatever channel the client opened, with the
 agent's transcript of the caller (`user-transcription`), what it says (`bot-output`,
-`bot-tts-text`, `bot-transcription`) and its own speaking clock (`bot-started-speaking`,
-`bot-stopped-speaking`). `auto` reads both.
+`bot-transcription`) and its own speaking clock (`bot-started-speaking`,
+`bot-stopped-speaking`), and SmallWebRTC's `peerLeft` before it closes. `auto` reads both.
 """
 
 from __future__ import annotations
@@ -52,8 +52,10 @@ class AgentMessages:
         if not isinstance(parsed, dict):
             return AgentReport()
         report = AgentReport()
-        if self.format in ("auto", "rtvi") and parsed.get("label") == RTVI_LABEL:
-            report = _read_rtvi(parsed)
+        if self.format in ("auto", "rtvi"):
+            if parsed.get("label") == RTVI_LABEL:
+                report = _read_rtvi(parsed)
+            report.hangup = _peer_left(parsed)
         if self.format in ("auto", "entities-json"):
             report.state = report.state or _entities_state(parsed)
             report.hangup = report.hangup or parsed.get("event") == "hangup"
@@ -95,6 +97,14 @@ def _entities_state(message: dict[str, Any]) -> dict[str, Any] | None:
         if isinstance(candidate, dict) and isinstance(candidate.get("entities"), dict):
             return candidate
     return None
+
+
+def _peer_left(message: dict[str, Any]) -> bool:
+    """SmallWebRTC's goodbye before it closes: {"type": "signalling", "message": {"type":
+    "peerLeft"}} (no RTVI label)."""
+    inner = message.get("message")
+    return (message.get("type") == "signalling" and isinstance(inner, dict)
+            and inner.get("type") == "peerLeft")
 
 
 def _read_rtvi(message: dict[str, Any]) -> AgentReport:

@@ -60,3 +60,10 @@ def test_unknown_format_is_refused_and_client_ready_is_rtvi():
         AgentMessages("xml")
     hello = json.loads(client_ready())
     assert (hello["label"], hello["type"]) == ("rtvi-ai", "client-ready")
+
+
+def test_smallwebrtc_peer_left_is_a_hang_up():
+    peer_left = json.dumps({"type": "signalling", "message": {"type": "peerLeft"}})
+    assert AgentMessages("rtvi").receive("agent-state", peer_left, 1).hangup
+    assert AgentMessages("auto").receive("agent-state", peer_left, 1).hangup
+    assert not AgentMessages("entities-json").receive("agent-state", peer_left, 1).hangup
