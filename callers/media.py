@@ -29,6 +29,14 @@ RECEIVE_BUFFER_MS = 80.0
 # earliest arrival over this much of the stream: the least-delayed packet, not the first one.
 ANCHOR_WINDOW_MS = 10_000.0
 MAX_FILL_MS = 2_000.0  # a gap in the RTP timestamps up to this is filled with silence
+# A packet can arrive later than the stream's schedule (anchor + its position) says: the
+# sender handed it to the network late (its event loop was busy: that audio left late, and is
+# heard late), or our event loop read it late (our lag, not the agent's). Lateness up to
+# LATE_ALLOWANCE_MS is taken as ours and ignored; beyond it the audio is stamped no earlier
+# than its arrival less the allowance, and that extra delay then relaxes by RELAX_MS per 20 ms
+# (as an adaptive playout buffer catches up), so stamps keep rising 15 ms or more per frame.
+LATE_ALLOWANCE_MS = 20.0
+RELAX_MS = 5.0
 
 
 class Clock:
@@ -311,18 +319,23 @@ class ReceiveStats:
     """How one call's received audio was stamped; summary() goes into the record's network."""
 
     buffer_ms: list[float] = field(default_factory=list)  # recv() time - packet arrival, per frame
+    late_ms: list[float] = field(default_factory=list)  # packet arrival - its place on schedule
     frames: int = 0
     assumed: int = 0  # frames with no known packet arrival: stamped RECEIVE_BUFFER_MS early
     restarts: int = 0  # the stream's timeline jumped (timestamps went back, or a long gap)
 
     def summary(self) -> dict[str, float | int | None]:
         """receive_buffer_ms: median time a frame spent between the network and us (aiortc's
-        jitter buffer and decoder), measured per frame; p95 likewise."""
-        depth = self.buffer_ms
+        jitter buffer and decoder), measured per frame; p95 likewise. receive_late_ms_p99/max:
+        how much later than the stream's schedule packets arrived (the sender's stalls and our
+        own reading delay)."""
+        depth, late = self.buffer_ms, self.late_ms
         return {
             "receive_buffer_ms": round(statistics.median(depth), 1) if depth else None,
             "receive_buffer_ms_p95": (round(float(np.percentile(depth, 95)), 1)
                                       if depth else None),
+            "receive_late_ms_p99": round(float(np.percentile(late, 99)), 1) if late else None,
+            "receive_late_ms_max": round(max(late), 1) if late else None,
             "receive_frames": self.frames,
             "receive_frames_assumed_buffer": self.assumed,
         }
@@ -354,7 +367,9 @@ async def received_frames(
     RTP timestamp) put on our clock by ArrivalAnchor, fed with each RTP packet's arrival time
     (or, where that is unknown, the time recv() returned it less RECEIVE_BUFFER_MS). A gap in
     the timestamps (lost packets) is filled with silence, so the 20 ms grid stays true.
-    stats, if given, collects the measured jitter-buffer depth.
+    Audio whose packet came more than LATE_ALLOWANCE_MS after its schedule is stamped later
+    (see there): it cannot have been heard before it arrived.
+    stats, if given, collects the measured jitter-buffer depth and packet lateness.
     """
     stats = stats if stats is not None else ReceiveStats()
     resampler = StreamResampler(STT_RATE)
@@ -362,6 +377,14 @@ async def received_frames(
     pending = np.zeros(0, np.int16)
     out_ms = 0.0  # stream position of pending[0]
     next_ms: float | None = None  # stream position where the next frame should begin
+    delay_ms = 0.0  # how much later than its schedule the audio is heard now (a late sender)
+    delays: deque[tuple[float, float]] = deque(maxlen=8)  # (position, delay_ms) of recent frames
+
+    def stamp(position_ms: float) -> float:
+        """The time audio at this stream position was heard: by the frame it came in."""
+        late = next((d for p, d in reversed(delays) if p <= position_ms + 0.5), delay_ms)
+        return position_ms + anchor.offset_ms + late
+
     while True:
         try:
             frame = await track.recv()
@@ -386,18 +409,26 @@ async def received_frames(
                 if pending.size:
                     tail = np.zeros(STT_FRAME, np.int16)
                     tail[: pending.size] = pending[:STT_FRAME]
-                    yield out_ms + anchor.offset_ms, tail
+                    yield stamp(out_ms), tail
             resampler = StreamResampler(STT_RATE)
             anchor.reset()
             pending = np.zeros(0, np.int16)
             out_ms = position
+            delay_ms = 0.0
+            delays.clear()
         elif gap > 1.0:  # lost packets: silence in their place, through the resampler
             pending = np.concatenate([pending, resampler.push_frame(_silence_like(frame, gap))])
         anchor.add(position, arrived_ms)
-        next_ms = position + frame.samples * 1000 / frame.sample_rate
+        late = arrived_ms - (position + anchor.offset_ms)
+        if arrived is not None:
+            stats.late_ms.append(late)
+        frame_ms = frame.samples * 1000 / frame.sample_rate
+        delay_ms = max(0.0, late - LATE_ALLOWANCE_MS, delay_ms - RELAX_MS * frame_ms / FRAME_MS)
+        delays.append((position, delay_ms))
+        next_ms = position + frame_ms
         pending = np.concatenate([pending, resampler.push_frame(frame)])
         while pending.size >= STT_FRAME:
-            yield out_ms + anchor.offset_ms, pending[:STT_FRAME]
+            yield stamp(out_ms), pending[:STT_FRAME]
             pending = pending[STT_FRAME:]
             out_ms += FRAME_MS
 

@@ -85,7 +85,8 @@ class AgentCall:
         self._turn_sound: dict[int, tuple[SpeechSegment, float | None]] = {}
         self._replies: dict[int, tuple[Utterance, dict]] = {}
         self._answered = 0
-        self.pc.addTrack(OutgoingAudioTrack(self.playout, self.clock))
+        self.track = OutgoingAudioTrack(self.playout, self.clock)
+        self.pc.addTrack(self.track)
         self.channel = None
         self.turns: asyncio.Queue = asyncio.Queue()
         self.segmenter = SpeechSegmenter(hangover_ms=ENDPOINT_SILENCE_MS)
@@ -231,8 +232,11 @@ class AgentCall:
         if replied is not utterance or self.turn_log is None:
             return
         sound = entry["last_caller_sound_ms"]
+        # how late the track handed this frame to the wire against its 20 ms schedule
+        late = self.track.lateness_ms[-1] if self.track.lateness_ms else 0.0
         self.turn_log.write({**entry, "reply_start_ms": round(t_ms, 2),
-                             "gap_ms": None if sound is None else round(t_ms - sound, 2)})
+                             "gap_ms": None if sound is None else round(t_ms - sound, 2),
+                             "send_late_ms": round(late, 2)})
 
     async def _wait_connected(self) -> None:
         while self.pc.connectionState != "connected":

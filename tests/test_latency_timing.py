@@ -21,6 +21,7 @@ from callers.media import (
     received_frames,
     utterance_from_pcm,
 )
+from callers.audio import FRAME_MS
 from callers.vad import FRAME_SAMPLES, SpeechSegmenter
 from evaluation.latency_check import accuracy_summary, pair_turns
 from reference_agent.turn_log import LastSound, TurnLog, read_turn_log
@@ -110,8 +111,8 @@ async def _received(track, clock, stats=None):
 async def test_frames_are_stamped_at_their_earliest_packet_arrival_not_the_first_frame():
     rng = np.random.default_rng(5)
     n, start_ms = 100, 5000.0
-    jitter = rng.uniform(0, 30, n)
-    jitter[0], jitter[40] = 25.0, 0.0  # first packet late; packet 40 on time
+    jitter = rng.uniform(0, 15, n)  # within LATE_ALLOWANCE_MS: our own loop reading late
+    jitter[0], jitter[40] = 15.0, 0.0  # first packet late; packet 40 on time
     arrivals = {k * 960: (start_ms + k * 20 + jitter[k]) / 1000 for k in range(n)}
     silent = np.zeros(960, np.int16)
     # recv() hands each frame out 80 ms after its packet (aiortc's 4-packet prefetch) plus a
@@ -133,6 +134,30 @@ async def test_frames_are_stamped_at_their_earliest_packet_arrival_not_the_first
     summary = stats.summary()
     assert 80 <= summary["receive_buffer_ms"] <= 90  # measured recv - arrival, not assumed
     assert summary["receive_frames_assumed_buffer"] == 0
+
+
+async def test_audio_from_a_sender_that_stalled_is_stamped_when_it_could_be_heard():
+    """The agent's loop stalls 150 ms just as its reply starts, then sends the backlog in a
+    burst: that audio cannot have been heard before it arrived; the extra delay then relaxes
+    at RELAX_MS per frame and the stamps keep rising."""
+    clock = FakeClock()
+    n, stall_at, stall_ms = 60, 30, 150.0
+    loud = np.full(960, 3000, np.int16)
+    arrive = {}
+    for k in range(n):
+        on_time = 1000 + k * 20
+        late = stall_ms - (k - stall_at) * 20 if k >= stall_at else 0.0
+        arrive[k] = on_time + max(0.0, late)  # the backlog arrives at once, then on time
+    frames = [(arrive[k] + 80, k * 960, loud) for k in range(n)]
+    track = FakeTrack(clock, frames)
+    media._ARRIVALS[track] = FakeArrivals({k * 960: a / 1000 for k, a in arrive.items()})
+    out = await _received(track, clock)
+    times = [t for t, _ in out]
+    assert times[:stall_at] == pytest.approx([1000 + k * 20 for k in range(stall_at)])
+    # the first frame after the stall: its arrival less the allowance
+    assert times[stall_at] == pytest.approx(arrive[stall_at] - media.LATE_ALLOWANCE_MS)
+    assert all(b - a >= FRAME_MS - media.RELAX_MS - 1e-6 for a, b in zip(times, times[1:]))
+    assert times[-1] == pytest.approx(1000 + (len(times) - 1) * 20)  # back on schedule
 
 
 async def test_lost_packets_are_silence_on_the_grid_and_stamps_stay_true():
@@ -336,6 +361,7 @@ async def test_agent_logs_when_its_reply_left_and_what_it_last_heard(tmp_path):
     assert entry["reply_start_ms"] == pytest.approx(3000.0 + first / 48, abs=0.01)
     assert entry["gap_ms"] == pytest.approx(entry["reply_start_ms"] - 1234.5, abs=0.01)
     assert entry["t0_monotonic"] == agent.clock.t0
+    assert entry["send_late_ms"] == 0.0  # no frame went out through the track here
 
 
 def test_turn_log_option_reaches_the_agent():
