@@ -218,9 +218,18 @@ def test_misheard_name_is_deterministic_and_never_matches_the_truth(name):
     assert not names_match(misheard_name(name), name)
 
 
-def test_unknown_mishear_entity_is_rejected():
-    with pytest.raises(ValueError, match="first_name"):
-        Dialog(mishear={"first_name"})
+def test_unknown_mishear_slot_is_rejected_naming_the_flows_slots():
+    with pytest.raises(ValueError, match="party_size") as error:
+        Dialog(mishear={"party_size"})
+    assert "reason, first_name, last_name, amount" in str(error.value)
+    assert "card_dispute" in str(error.value)
+
+
+def test_mishear_first_name_is_now_a_knob_too():
+    dialog = Dialog(mishear={"first_name"})
+    replies = _talk(dialog, HAPPY_TURNS[:2])
+    assert not names_match(dialog.entities["first_name"], "John")
+    assert replies[-1].text == f"Thanks, {dialog.entities['first_name']}. And your last name?"
 
 
 @pytest.mark.parametrize("n", [1, 3, 5])
