@@ -55,6 +55,7 @@ class AgentKnobs:
     # "message": {"event": "hangup"} on agent-state, then close; "close": close the peer
     # connection 0.5 s after the goodbye and say nothing, as Pipecat bots do.
     hangup: str = "message"
+    flow: str = "card_dispute"  # reference_agent/flows.py
 
 
 @dataclass
@@ -74,7 +75,8 @@ class AgentCall:
         self.models = models
         self.knobs = knobs
         self.clock = Clock()
-        self.dialog = Dialog(mishear=set(knobs.mishear), drop_after_turns=knobs.drop_after_turns)
+        self.dialog = Dialog(mishear=set(knobs.mishear), drop_after_turns=knobs.drop_after_turns,
+                             flow=knobs.flow)
         self.playout = Playout(on_event=self._on_playout)
         # The turn log (--turn-log): when the caller's sound last reached the agent before each
         # endpoint, and when the reply's first voiced sample left; on this call's clock.
@@ -189,7 +191,7 @@ class AgentCall:
     async def _take_turn(self, segment, endpointed_ms: float) -> bool:
         """Answer one caller turn; True when the call is over."""
         prompt = self.dialog.current_question()
-        if self.dialog.stage in ("first_name", "last_name"):
+        if self.dialog.slot_type == "name":
             prompt = f"{NAME_HINTS} {prompt}"
         heard_sound = self._turn_sound.pop(id(segment), (None, None))
         last_sound_ms = heard_sound[1] if heard_sound[0] is segment else None
