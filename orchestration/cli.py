@@ -41,7 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--response-delay-ms", type=_non_negative_int, default=0,
                        help="answer this much later than usual (a planted slow agent)")
     agent.add_argument("--barge-in", choices=["stop", "ignore"], default="stop")
-    agent.add_argument("--mishear", choices=["amount", "last_name"], action="append", default=[])
+    agent.add_argument("--flow", choices=_flow_names(), default="card_dispute",
+                       help="what the agent talks about (reference_agent/flows.py)")
+    agent.add_argument("--mishear", metavar="SLOT", action="append", default=[],
+                       help="hear this slot of the flow wrong, consistently (repeatable)")
     agent.add_argument("--drop-after-turns", type=_positive_int, default=None)
     agent.add_argument("--hangup", choices=("message", "close"), default="message",
                        help="how the agent hangs up: an agent-state message then close, or "
@@ -60,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     validate = persona_sub.add_parser("validate", help="check persona YAML files")
     validate.add_argument("files", nargs="+", type=Path)
     return parser
+
+
+def _flow_names() -> list[str]:
+    from reference_agent.flows import flow_names
+
+    return flow_names()
 
 
 def _positive_int(text: str) -> int:
@@ -135,8 +144,14 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _agent(args: argparse.Namespace) -> int:
+    from reference_agent.flows import get_flow
     from reference_agent.main import run_agent
 
+    slots = get_flow(args.flow).slot_names  # before the speech models load
+    unknown = [s for s in args.mishear if s not in slots]
+    if unknown:
+        raise ConfigError(f"--mishear {unknown[0]}: not a slot of flow {args.flow}; expected "
+                          f"one of {', '.join(slots)}")
     return asyncio.run(run_agent(args))
 
 

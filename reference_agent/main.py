@@ -19,6 +19,7 @@ async def run_agent(args) -> int:
         mishear=frozenset(args.mishear),
         drop_after_turns=args.drop_after_turns,
         hangup=args.hangup,
+        flow=args.flow,
     )
     stt, tts = await asyncio.gather(
         asyncio.to_thread(Transcriber, cpu_threads=1, workers=2), asyncio.to_thread(Synthesizer)
