@@ -1,4 +1,9 @@
-"""What the caller says next: the Brain interface and the offline ScriptedBrain policy."""
+"""What the caller says next: the Brain interface and the offline ScriptedBrain policy.
+
+Both work for any scenario: the facts of a call (callers.scenario.CallFacts) say what the
+caller knows, how each fact is asked for and how it is said; callers.facts does the typed
+work (speaking a date, finding a read-back, comparing values).
+"""
 
 from __future__ import annotations
 
@@ -9,17 +14,49 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-from callers.language import (canonical_amount, extract_name, find_amount, normalize_name,
-                              number_to_words)
-from callers.persona import Facts, Persona
+from callers import facts as typed
+from callers.facts.words import plain
+from callers.persona import Persona
+from callers.scenario import DEFAULT_SCENARIO, CallFact, CallFacts, facts_for, resolve_scenario
 
-# The caller's goal is met once the agent has been told all of these; an interrupting caller
-# volunteers them in this order.
-FACT_ORDER = ("reason", "first_name", "last_name", "amount")
-GOAL_FACTS = frozenset(FACT_ORDER)
+# What an agent may ask that is not a fact. A fact's question ends the latest in the
+# utterance wins (agents acknowledge first and ask last: "Thanks John. And your last name?").
+GENERIC_QUESTIONS = {
+    "confirmation": r"is (?:that|this|it) (?:correct|right)|correct|did i get (?:that|it) right"
+                    r"|can you confirm|please confirm|confirm that",
+    "feedback": r"how was (?:this|the|your) (?:call|experience)|how did i do|rate (?:this|the)"
+                r"|feedback|satisfied",
+    "anything_else": r"anything else",
+    "goodbye": r"good ?bye|bye|have a (?:nice|great|good|wonderful) (?:day|evening)|take care",
+}
+# "Who am I speaking with?" asks for the whole name when a scenario has a first and last name.
+FULL_NAME = r"your full name|your name|who am i speaking|who is calling|(?:first and last|full) name"
+_CLOSING = re.compile(rf"\b(?:{GENERIC_QUESTIONS['goodbye']}|thanks? (?:you )?for calling)\b")
 
-INTENTS = ("reason", "first_name", "last_name", "amount", "confirmation", "feedback", "goodbye",
-           "other")
+# Personal facts are "my ...", others "the ...".
+_PERSONAL = {"name", "spelled", "phone", "email", "date"}
+_TEMPLATES = {  # (terse, chatty) per kind of fact; {v} the value as spoken, {w} the fact's words
+    "personal": (["{v}.", "Sure, {v}."], ["My {w} is {v}.", "Sure, my {w} is {v}."]),
+    "other": (["{v}.", "It's {v}."], ["The {w} is {v}.", "It's {v}, please."]),
+    "choice": (["{v}.", "{v}, please."], ["I'd like {v}, please.", "{v}, please."]),
+    "yes_no": (["{v}"], ["{v}"]),
+}
+_INTERRUPTIONS = {
+    "personal": ["Sorry, my {w} is {v}.", "Sorry, my {w} would be {v}."],
+    "other": ["Sorry, the {w} is {v}.", "Sorry, it's {v}."],
+}
+_PHRASES: dict[str, tuple[list[str], list[str]]] = {
+    "full_name": (["{first} {last}.", "Sure, {first} {last}."],
+                  ["My name is {first} {last}.", "Sure, my name is {first} {last}."]),
+    "confirmation": (["Yes.", "Yes, that's right."],
+                     ["Yes, that's correct.", "Yes, that's all correct, thank you."]),
+    "feedback": (["It was fine, thanks.", "Good, thanks."],
+                 ["It was good, you were very helpful.", "Pretty good, thank you for your help."]),
+    "goodbye": (["Bye!", "Thanks, bye."], ["Thank you, bye!", "Thanks for your help, bye."]),
+    "anything_else": (["No, that's all, thanks."], ["No, that's everything, thank you."]),
+    "other": (["Sorry, could you repeat that?"],
+              ["Sorry, I didn't catch that. Could you repeat it?"]),
+}
 
 
 @dataclass
@@ -28,32 +65,104 @@ class Reply:
 
     text: str  # what to say ("" = stay silent)
     end_call: bool = False  # the caller hangs up after saying text
-    intent: str = ""  # what the brain thought the agent asked: one of INTENTS
+    intent: str = ""  # what the brain thought the agent asked: a fact's name or a generic key
     source: str = "scripted"
     latency_ms: float = 0.0
-    facts: tuple[str, ...] = ()  # persona facts this reply states
+    facts: tuple[str, ...] = ()  # facts this reply states
     corrections: tuple[str, ...] = ()  # facts the agent read back wrong, corrected here
     fallback_reason: str = ""  # why the brain's own decision was replaced ("" = it wasn't)
     aside: str = ""  # an off-topic remark the reply includes (a rambler's)
 
 
+def default_facts(persona: Persona) -> CallFacts:
+    """The shipped card-dispute scenario with the persona's own case."""
+    return facts_for(resolve_scenario(DEFAULT_SCENARIO), persona.facts, persona.id)
+
+
+def says_goodbye(agent_text: str) -> bool:
+    """The agent closes the conversation ("Goodbye!", "Thanks for calling, have a nice day")."""
+    return bool(_CLOSING.search(plain(agent_text)))
+
+
+class Questions:
+    """Which fact (or generic question) an agent utterance asks for."""
+
+    def __init__(self, facts: CallFacts) -> None:
+        self.facts = facts
+        names = {f.name: f for f in facts if f.type == "name"}
+        self.full_name = ("first_name" in names and "last_name" in names)
+
+    def classify(self, agent_text: str) -> str:
+        """A fact's name, "full_name", a GENERIC_QUESTIONS key, "confirmation" for a bare
+        read-back, or "other" (nothing recognised)."""
+        matches = self._matches(agent_text)
+        # Opening questions ("How can I help?") lose to any other question in the utterance.
+        real = [m for m in matches if not self._is_opener(m[1])] or matches
+        if real:
+            return max(real)[1]
+        if typed.read_backs(agent_text, self.facts.typed_facts, self.facts.phrases):
+            return "confirmation"
+        return "other"
+
+    @staticmethod
+    def _asks_whole_name(text: str) -> bool:
+        return (re.search(rf"\b(?:{FULL_NAME})\b", text) is not None
+                and re.search(r"\b(?:first|last|sur|family|given) ?name", text) is None)
+
+    def _is_opener(self, key: str) -> bool:
+        return key in self.facts.names and self.facts[key].spec.opener
+
+    def _matches(self, agent_text: str) -> list[tuple[int, str]]:
+        """(end of match, key) for every question asked; facts only outside read-backs."""
+        found: list[tuple[int, str]] = []
+        offset = 0
+        for sentence in re.split(r"(?<=[.?!;])\s+", agent_text):
+            text = plain(sentence)
+            if not typed.read_backs(sentence, self.facts.typed_facts, self.facts.phrases):
+                asked = [(offset + m.end(), item.name) for item in self.facts
+                         for p in item.patterns for m in re.finditer(p, text)]
+                if self.full_name and self._asks_whole_name(text):  # not just the first name
+                    asked = [(end, "full_name" if key == "first_name" else key)
+                             for end, key in asked]
+                found += asked
+            for key, pattern in GENERIC_QUESTIONS.items():
+                found += [(offset + m.end(), key) for m in re.finditer(rf"\b(?:{pattern})\b",
+                                                                       text)]
+            offset += len(text) + 1
+        return found
+
+
 class Brain(ABC):
     """Decides replies; reply() owns timing, the timeout and the fallback, subclasses decide."""
 
-    def __init__(self, *, timeout_s: float | None = None, fallback: Brain | None = None) -> None:
+    def __init__(self, facts: CallFacts, *, timeout_s: float | None = None,
+                 fallback: Brain | None = None) -> None:
+        self.call_facts = facts
+        self.questions = Questions(facts)
         self.timeout_s = timeout_s
         self.fallback = fallback
         self._facts_given: set[str] = set()
 
     @property
+    def goal_facts(self) -> frozenset[str]:
+        """The facts the goal needs the agent to have been told (the scenario's required)."""
+        return self.call_facts.required
+
+    @property
     def facts_given(self) -> set[str]:
-        """Which persona facts the caller has said so far."""
+        """Which facts the caller has said so far."""
         return set(self._facts_given)
 
     @property
     def goal_met(self) -> bool:
-        """True once reason, first_name, last_name and amount were all given."""
-        return GOAL_FACTS <= self._facts_given
+        """True once every required fact was given."""
+        return self.goal_facts <= self._facts_given
+
+    def classify(self, agent_text: str) -> str:
+        """What the agent asked: a fact's name (the first name for "your name?"), a generic
+        question (GENERIC_QUESTIONS), "confirmation" for a bare read-back, or "other"."""
+        key = self.questions.classify(agent_text)
+        return "first_name" if key == "full_name" else key
 
     async def reply(self, agent_text: str, history: list[tuple[str, str]]) -> Reply:
         """The caller's next turn after the agent said agent_text; history is [(speaker, text)]."""
@@ -71,9 +180,9 @@ class Brain(ABC):
         return result
 
     def anticipate(self) -> Reply | None:
-        """What the caller would blurt out if it interrupted the agent now: the next goal fact
-        not yet given (FACT_ORDER), or None when all were. A preview: call said() if it is
-        spoken (the agent may stop talking first, and then it never is)."""
+        """What the caller would blurt out if it interrupted the agent now: the next required
+        fact not yet given (scenario order), or None when all were. A preview: call said() if
+        it is spoken (the agent may stop talking first, and then it never is)."""
         return self._anticipate()
 
     def said(self, reply: Reply) -> None:
@@ -99,168 +208,26 @@ class Brain(ABC):
         return self.fallback._anticipate() if self.fallback is not None else None
 
 
-# --- reading the agent's words (Whisper transcripts: case, punctuation and digits vary) ---
-
-# Keyword patterns per intent. The latest match in the utterance wins, because agents
-# acknowledge first and ask last ("Thanks John. And your last name?").
-_INTENT_PATTERNS = {
-    "first_name": r"first name|given name|forename",
-    "last_name": r"last name|surname|family name",
-    "full_name": r"your name|your full name|who am i speaking|who is calling",
-    "amount": r"amount|how much|how many dollars",
-    "confirmation": r"is (?:that|this|it) (?:correct|right)|correct|did i get (?:that|it) right"
-                    r"|can you confirm|please confirm|confirm that",
-    "feedback": r"how was (?:this|the|your) (?:call|experience)|how did i do|rate (?:this|the)"
-                r"|feedback|satisfied",
-    "anything_else": r"anything else",
-    "goodbye": r"good ?bye|bye|have a (?:nice|great|good|wonderful) (?:day|evening)|take care",
-}
-# Reason questions are generic ("help you") and lose to any specific question.
-_REASON_PATTERN = (r"help you|help with|how can i help|how may i (?:help|assist)|assist you"
-                   r"|what can i do for you|reason|calling about|why are you calling"
-                   r"|what brings you|what do you need")
-
-# "I have your last name as Smith": the marker, then the name up to the end of the sentence.
-_NAME_READ_BACK = re.compile(
-    r"\b(?<!my )(?:(first|last|sur|family) ?|your (?:full )?)name,? (?:as|is|was|of)\b", re.I)
-# A number only counts as a read-back amount when money words say it is one.
-_MONEY_CONTEXT = re.compile(r"\$|\b(?:dollars?|bucks|usd)\b|\bamount,? (?:is|as|was)\b", re.I)
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
-def normalize(text: str) -> str:
-    """Lower case, apostrophes dropped, other punctuation as spaces, single spaces."""
-    text = text.lower().replace("'", "").replace("\u2019", "")
-    return " ".join(re.sub(r"[^a-z0-9]+", " ", text).split())
+def _words(name: str) -> str:
+    return name.replace("_", " ")
 
 
-def _sentence_after(text: str, start: int) -> str:
-    return re.split(r"[.?!;]", text[start:], maxsplit=1)[0]
-
-
-def _without_read_backs(agent_text: str) -> str:
-    """The utterance with read-back markers blanked, so "last name as Smith" asks nothing."""
-    return _NAME_READ_BACK.sub(
-        lambda m: " " if extract_name(_sentence_after(agent_text, m.end())) else m.group(),
-        agent_text)
-
-
-def read_backs(agent_text: str) -> dict[str, str]:
-    """Values the agent read back: {"first_name"|"last_name": name, "amount": canonical}."""
-    found: dict[str, str] = {}
-    for m in _NAME_READ_BACK.finditer(agent_text):
-        rest = _sentence_after(agent_text, m.end())
-        name = extract_name(rest)
-        which = (m.group(1) or "").lower()
-        if name is None:
-            continue
-        if which:
-            found["first_name" if which == "first" else "last_name"] = name
-            continue
-        found["first_name"] = name  # "your name as John Smith": first, then last
-        at = rest.lower().find(name.lower())
-        last = extract_name(rest[at + len(name):]) if at >= 0 else None
-        if last:
-            found["last_name"] = last
-    if _MONEY_CONTEXT.search(agent_text):
-        amount = find_amount(agent_text)
-        if amount is not None:
-            found["amount"] = canonical_amount(amount)
-    return found
-
-
-_CLOSING = re.compile(rf"\b(?:{_INTENT_PATTERNS['goodbye']}|thanks? (?:you )?for calling)\b")
-
-
-def says_goodbye(agent_text: str) -> bool:
-    """The agent closes the conversation ("Goodbye!", "Thanks for calling, have a nice day")."""
-    return bool(_CLOSING.search(normalize(agent_text)))
-
-
-def wrong_read_backs(agent_text: str, facts: Facts) -> list[str]:
-    """Facts the agent read back with a wrong value, in a fixed order (names, then amount)."""
-    heard = read_backs(agent_text)
-    wrong = [
-        fact for fact in ("first_name", "last_name")
-        # Exact, not names_match: a near miss ("Smyth") is exactly what a caller corrects.
-        if fact in heard and normalize_name(heard[fact]) != normalize_name(getattr(facts, fact))
-    ]
-    if "amount" in heard and heard["amount"] != canonical_amount(facts.amount):
-        wrong.append("amount")
-    return wrong
-
-
-def _question(agent_text: str) -> str:
-    """The question asked, as a phrase-table key (INTENTS plus full_name and anything_else)."""
-    text = normalize(_without_read_backs(agent_text))
-    latest, key = -1, ""
-    for name, pattern in _INTENT_PATTERNS.items():
-        for m in re.finditer(rf"\b(?:{pattern})\b", text):
-            if m.end() > latest:
-                latest, key = m.end(), name
-    if key:
-        return key
-    if re.search(rf"\b(?:{_REASON_PATTERN})\b", text):
-        return "reason"
-    return "confirmation" if read_backs(agent_text) else "other"
-
-
-def classify_intent(agent_text: str) -> str:
-    """What the agent asked, from keywords; read-backs alone count as a confirmation request."""
-    key = _question(agent_text)
-    return _INTENT_OF_KEY.get(key, key)
-
-
-_INTENT_OF_KEY = {"full_name": "first_name", "anything_else": "goodbye"}
-
-
-# --- phrasing: (terse, chatty) alternatives; verbosity is the chance of a chatty one ---
-
-_PHRASES: dict[str, tuple[list[str], list[str]]] = {
-    "reason": (["I'm calling about {reason}.", "It's about {reason}."],
-               ["Hi, yes, I'm calling about {reason}.",
-                "Hello, I need some help with {reason}, please."]),
-    # No "It's {name}": Whisper merges the sibilants ("It's Smith" -> "It's Myth").
-    "first_name": (["{first}.", "Sure, {first}."],
-                   ["My first name is {first}.", "Sure, my first name is {first}."]),
-    "full_name": (["{first} {last}.", "Sure, {first} {last}."],
-                  ["My name is {first} {last}.", "Sure, my name is {first} {last}."]),
-    "last_name": (["{last}.", "Sure, {last}."],
-                  ["That would be {last}.", "Sure thing, my last name would be {last}."]),
-    "amount": (["{amount} dollars.", "It's {amount} dollars."],
-               ["It's about {amount} dollars.", "The amount is {amount} dollars, please."]),
-    "confirmation": (["Yes.", "Yes, that's right."],
-                     ["Yes, that's correct.", "Yes, that's all correct, thank you."]),
-    "feedback": (["It was fine, thanks.", "Good, thanks."],
-                 ["It was good, you were very helpful.", "Pretty good, thank you for your help."]),
-    "goodbye": (["Bye!", "Thanks, bye."], ["Thank you, bye!", "Thanks for your help, bye."]),
-    "anything_else": (["No, that's all, thanks."], ["No, that's everything, thank you."]),
-    "other": (["Sorry, could you repeat that?"],
-              ["Sorry, I didn't catch that. Could you repeat it?"]),
-}
-# Interrupting the agent with the next fact: "Sorry, " marks the barge-in and a full sentence
-# makes it a turn, clearly longer than a backchannel.
-_INTERRUPTIONS = {
-    "reason": ["Sorry, I'm calling about {reason}.", "Sorry, I need some help with {reason}."],
-    "first_name": ["Sorry, my first name is {first}.", "Sorry, my first name would be {first}."],
-    "last_name": ["Sorry, my last name is {last}.", "Sorry, my last name would be {last}."],
-    "amount": ["Sorry, the amount is {amount} dollars.", "Sorry, it's about {amount} dollars."],
-}
-_FACTS_STATED = {"reason": ("reason",), "first_name": ("first_name",), "last_name": ("last_name",),
-                 "full_name": ("first_name", "last_name"), "amount": ("amount",)}
-
-
-def say_amount(amount: float) -> str:
-    """An amount as the caller says it: words for whole numbers (TTS and STT like them)."""
-    if float(amount).is_integer():
-        return number_to_words(int(amount))
-    return canonical_amount(amount)
+def _kind(item: CallFact) -> str:
+    if item.type in ("choice", "yes_no"):
+        return item.type
+    return "personal" if item.type in _PERSONAL else "other"
 
 
 class ScriptedBrain(Brain):
     """Offline default: a deterministic, seeded, goal-driven policy. Not an LLM."""
 
-    def __init__(self, persona: Persona, seed: int, **kwargs) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, persona: Persona, seed: int, facts: CallFacts | None = None,
+                 **kwargs) -> None:
+        super().__init__(facts or default_facts(persona), **kwargs)
         self.persona = persona
         self.seed = seed
         self._rng = random.Random(seed)
@@ -277,30 +244,59 @@ class ScriptedBrain(Brain):
 
     def decide(self, agent_text: str) -> Reply:
         """The scripted reply to one agent utterance (advances the seeded phrasing choice)."""
-        key = _question(agent_text)
-        intent = _INTENT_OF_KEY.get(key, key)
+        key = self.questions.classify(agent_text)
         corrections = self._corrections(agent_text)
-        if intent == "other" and not corrections:
+        if key == "other" and not corrections:
             self._unclear_in_a_row += 1
             if self._unclear_in_a_row > self.max_repeats:
                 return Reply("Sorry, I'll call back later. Bye.", end_call=True, intent="other")
         else:
             self._unclear_in_a_row = 0
-        parts = [self._correction_text(i, fact) for i, fact in enumerate(corrections)]
-        if not (corrections and intent in ("confirmation", "other")):
-            parts.append(self._phrase(key))
-        aside = self._aside() if key in _FACTS_STATED else ""
+        parts = [self._correction_text(i, name) for i, name in enumerate(corrections)]
+        stated: set[str] = set(corrections)
+        if not (corrections and key in ("confirmation", "other")):
+            text, facts = self._answer(key)
+            parts.append(text)
+            stated.update(facts)
+        aside = self._aside() if key in self.call_facts.names or key == "full_name" else ""
         if aside:
             parts.append(aside)  # after the answer: the agent must pick the fact out of it
-        facts = {*corrections, *_FACTS_STATED.get(key, ())}
-        return Reply(" ".join(parts), intent=intent, facts=tuple(sorted(facts)),
+        intent = "first_name" if key == "full_name" else key
+        return Reply(" ".join(parts), intent=intent, facts=tuple(sorted(stated)),
                      corrections=tuple(corrections), aside=aside)
 
-    def _phrase(self, key: str) -> str:
-        terse, chatty = _PHRASES[key]
-        options = chatty if self._rng.random() < self.persona.temperament.verbosity else terse
-        text = self._rng.choice(options).format(**self._fields())
-        return text[0].upper() + text[1:]
+    def _answer(self, key: str) -> tuple[str, tuple[str, ...]]:
+        """The answer to one question, and the facts it states."""
+        if key in self.call_facts.names:
+            return self._say_fact(self.call_facts[key]), (key,)
+        if key == "full_name":
+            first, last = self.call_facts["first_name"], self.call_facts["last_name"]
+            return self._pick(_PHRASES["full_name"], first=first.value,
+                              last=last.value), ("first_name", "last_name")
+        if key == "anything_else" and not self.goal_met:
+            missing = self._next_missing()  # "Yes: ..." the fact the agent never asked for
+            if missing is not None:
+                return f"Yes. {self._say_fact(missing)}", (missing.name,)
+        return self._pick(_PHRASES[key]), ()
+
+    def _pick(self, options: tuple[list[str], list[str]], **fields: str) -> str:
+        terse, chatty = options
+        chosen = chatty if self._rng.random() < self.persona.temperament.verbosity else terse
+        return _capital(self._rng.choice(chosen).format(**fields))
+
+    def _spoken(self, item: CallFact) -> str:
+        return typed.speak(item.type, item.value, rng=self._rng,
+                           verbosity=self.persona.temperament.verbosity,
+                           options=item.spec.options)
+
+    def _say_fact(self, item: CallFact) -> str:
+        if item.spec.say:
+            return _capital(self._rng.choice(item.spec.say).format(value=self._spoken(item)))
+        return self._pick(_TEMPLATES[_kind(item)], v=self._spoken(item), w=_words(item.name))
+
+    def _next_missing(self) -> CallFact | None:
+        return next((f for f in self.call_facts if f.spec.required
+                     and f.name not in self._facts_given), None)
 
     def _aside(self) -> str:
         """An off-topic remark (a rambler's), drawn from its own stream, or ""."""
@@ -309,31 +305,34 @@ class ScriptedBrain(Brain):
             return ""
         return self._aside_rng.choice(asides)
 
-    def _fields(self) -> dict[str, str]:
-        f = self.persona.facts
-        return {"first": f.first_name, "last": f.last_name, "reason": f.reason,
-                "amount": say_amount(f.amount)}
-
     def _anticipate(self) -> Reply | None:
-        fact = next((f for f in FACT_ORDER if f not in self._facts_given), None)
-        if fact is None:
+        item = self._next_missing()
+        if item is None:
             return None
-        text = self._interruption_rng.choice(_INTERRUPTIONS[fact]).format(**self._fields())
-        return Reply(text, intent=fact, facts=(fact,))
+        rng = self._interruption_rng
+        value = typed.speak(item.type, item.value, rng=rng, options=item.spec.options)
+        if item.spec.say:
+            said = rng.choice(item.spec.say).format(value=value)
+            keep = said.startswith(("I ", "I'm", "I'd"))
+            text = "Sorry, " + (said if keep else said[:1].lower() + said[1:])
+        else:
+            kind = "personal" if item.type in _PERSONAL else "other"
+            text = rng.choice(_INTERRUPTIONS[kind]).format(v=value, w=_words(item.name))
+        return Reply(text, intent=item.name, facts=(item.name,))
 
     def _corrections(self, agent_text: str) -> list[str]:
         """The wrong read-backs this turn corrects: all of them with the persona's correction
         probability, else none (the caller lets them pass). One draw per turn that has any."""
-        wrong = wrong_read_backs(agent_text, self.persona.facts)
+        wrong = typed.wrong_read_backs(agent_text, self.call_facts.typed_facts,
+                                       self.call_facts.phrases)
         p = self.persona.behaviours.correction.probability
         if wrong and self._correction_rng.random() >= p:
             return []
         return wrong
 
-    def _correction_text(self, index: int, fact: str) -> str:
-        f = self.persona.facts
+    def _correction_text(self, index: int, name: str) -> str:
+        item = self.call_facts[name]
         lead = "No, it's" if index == 0 else "And it's"
-        if fact == "amount":
-            return f"{lead} {say_amount(f.amount)} dollars."
-        name = getattr(f, fact)
-        return f"{lead} {name}, {'-'.join(name.upper())}."
+        if item.type == "name":  # spelled out: the agent misheard the sound
+            return f"{lead} {item.value}, {'-'.join(item.value.upper())}."
+        return f"{lead} {typed.speak(item.type, item.value, options=item.spec.options)}."

@@ -15,7 +15,8 @@ from callers.tts import Synthesizer
 
 LEAD_MS = 30  # voice kept before the first loud window when gluing parts together
 # Spoken once per call to measure the persona's speech level for the noise SNR.
-LEVEL_TEXT = "My name is {first} {last}, and I am calling about {reason}."
+# A fixed sentence of ordinary length: the voice's level does not depend on the scenario.
+LEVEL_TEXT = "Hello, my name is on the account, and I am calling about a question I have."
 
 
 class CallerVoice:
@@ -47,9 +48,7 @@ class CallerVoice:
 
     async def speech_rms(self) -> float:
         """Active speech level of this voice at the wire rate (what the noise SNR is set against)."""
-        f = self.persona.facts
-        pcm = await self._pcm(LEVEL_TEXT.format(first=f.first_name, last=f.last_name,
-                                                reason=f.reason))
+        pcm = await self._pcm(LEVEL_TEXT)
         return active_rms(resample(pcm, self.tts.sample_rate, WIRE_RATE), WIRE_RATE)
 
 

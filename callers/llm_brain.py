@@ -24,11 +24,11 @@ from typing import Any
 import openai
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from callers.brain import (Brain, Reply, ScriptedBrain, classify_intent, normalize,
-                           wrong_read_backs)
+from callers import facts as typed
+from callers.brain import Brain, Reply, ScriptedBrain
 from callers.errors import ConfigError
-from callers.language import canonical_amount, find_amount, names_match
 from callers.persona import Persona
+from callers.scenario import CallFacts
 
 MAX_ATTEMPTS = 3
 BACKOFF_BASE_S = 0.25  # 0.25, 0.5, ... plus up to 25 % jitter
@@ -71,26 +71,21 @@ class LLMUnavailable(Exception):
     """The endpoint failed for this turn; the message carries no body, header or key."""
 
 
-def system_prompt(persona: Persona) -> str:
-    """The persona as instructions: who the caller is, the goal, the facts, the temperament."""
-    f = persona.facts
+def system_prompt(persona: Persona, facts: CallFacts) -> str:
+    """The persona and the scenario as instructions: who the caller is, the scenario's goal,
+    the facts (typed values as the caller would say them), the temperament."""
     t = persona.temperament
-    facts = [
-        f"- first name: {f.first_name}",
-        f"- last name: {f.last_name}",
-        f"- amount: {canonical_amount(f.amount)} dollars",
-        f"- reason for calling: {f.reason}",
-        *(f"- {key.replace('_', ' ')}: {value}" for key, value in sorted(f.other.items())),
-    ]
+    known = [f"- {item.name.replace('_', ' ')} ({item.type.replace('_', '/')}): {item.value}"
+             f"{'' if item.spec.required else ' (only if asked)'}" for item in facts]
     patience = ("very patient" if t.patience >= 0.7 else "impatient" if t.patience < 0.35
                 else "reasonably patient")
     verbosity = ("chatty, adding a little detail" if t.verbosity >= 0.6
                  else "brief and to the point" if t.verbosity < 0.35 else "natural")
     return "\n".join([
         f"You are {persona.display_name}, a caller phoning a customer-service voice agent.",
-        f"Your goal: {persona.goal}.",
-        "What you know about yourself (use exactly these values, never invent others):",
-        *facts,
+        f"Your goal: {facts.scenario.goal.rstrip('.')}.",
+        "What you know (use exactly these values, never invent others):",
+        *known,
         f"Temperament: {patience}; {verbosity}.",
         "Answer what the agent asks, one thing at a time, as a person on the phone would.",
         "If the agent reads something back wrongly, correct it and spell names letter by "
@@ -119,8 +114,6 @@ def history_messages(history: list[tuple[str, str]], agent_text: str) -> list[di
 
 _MARKUP = re.compile(r"[*_#`>~|]+")
 _HANGUP = re.compile(r"\[\s*hang\s*-?\s*up\s*\]", re.I)
-_WORD = re.compile(r"[^\W\d_]+(?:['’-][^\W\d_]+)*")
-_STOP = {"a", "an", "the", "for", "of", "to", "and", "my", "on", "in", "with", "about", "from"}
 
 
 def clean_reply(raw: str) -> tuple[str, bool]:
@@ -132,20 +125,17 @@ def clean_reply(raw: str) -> tuple[str, bool]:
     return text, end_call
 
 
-def facts_stated(text: str, persona: Persona) -> tuple[str, ...]:
-    """Persona facts whose value appears in text (names by names_match on words)."""
-    f = persona.facts
-    words = _WORD.findall(text)  # "S-M-I-T-H" is one word, and normalises to "smith"
-    stated = [fact for fact in ("first_name", "last_name")
-              if any(names_match(w, getattr(f, fact)) for w in words)]
-    amount = find_amount(text)
-    if amount is not None and abs(amount - f.amount) < 0.005:
-        stated.append("amount")
-    reason_words = [w for w in normalize(f.reason).split() if w not in _STOP and len(w) > 2]
-    said = set(normalize(text).split())
-    if normalize(f.reason) in normalize(text) or (
-            reason_words and sum(w in said for w in reason_words) * 2 >= len(reason_words)):
-        stated.append("reason")
+def facts_stated(text: str, facts: CallFacts) -> tuple[str, ...]:
+    """Facts whose value the text states, by the same typed matching as grading."""
+    stated = []
+    for item in facts:
+        try:
+            heard = typed.find(item.type, text, expected=item.value, options=item.spec.options)
+            if heard is not None and typed.same(item.type, item.value, heard, fuzzy=True,
+                                                options=item.spec.options):
+                stated.append(item.name)
+        except ValueError:
+            continue
     return tuple(sorted(stated))
 
 
@@ -185,11 +175,12 @@ class LLMBrain(Brain):
     """
 
     def __init__(self, persona: Persona, seed: int, config: LLMConfig, *,
-                 fallback: Brain | None = None, client: Any = None,
-                 timeout_s: float | None = None) -> None:
+                 facts: CallFacts | None = None, fallback: Brain | None = None,
+                 client: Any = None, timeout_s: float | None = None) -> None:
         if fallback is None:
-            fallback = ScriptedBrain(persona, seed)
-        super().__init__(timeout_s=config.timeout_s if timeout_s is None else timeout_s,
+            fallback = ScriptedBrain(persona, seed, facts)
+        super().__init__(fallback.call_facts,
+                         timeout_s=config.timeout_s if timeout_s is None else timeout_s,
                          fallback=fallback)
         self.persona = persona
         self.seed = seed
@@ -223,14 +214,14 @@ class LLMBrain(Brain):
             self._client = None
 
     async def _decide(self, agent_text: str, history: list[tuple[str, str]]) -> Reply:
-        messages = [{"role": "system", "content": system_prompt(self.persona)},
+        messages = [{"role": "system", "content": system_prompt(self.persona, self.call_facts)},
                     *history_messages(history, agent_text)]
         raw = await self._complete(messages)
         text, end_call = clean_reply(raw)
         if not text and not end_call:
             raise LLMUnavailable("the model returned an empty reply")
-        facts = facts_stated(text, self.persona)
-        return Reply(text, end_call=end_call, intent=classify_intent(agent_text), source="llm",
+        facts = facts_stated(text, self.call_facts)
+        return Reply(text, end_call=end_call, intent=self.classify(agent_text), source="llm",
                      facts=facts, corrections=self._corrections(agent_text, facts))
 
     async def _complete(self, messages: list[dict[str, str]]) -> str:
@@ -269,5 +260,6 @@ class LLMBrain(Brain):
 
     def _corrections(self, agent_text: str, stated: tuple[str, ...]) -> tuple[str, ...]:
         """Facts the agent read back wrongly that this reply states again (a correction)."""
-        wrong = wrong_read_backs(agent_text, self.persona.facts)
+        wrong = typed.wrong_read_backs(agent_text, self.call_facts.typed_facts,
+                                       self.call_facts.phrases)
         return tuple(fact for fact in wrong if fact in stated)

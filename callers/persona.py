@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError,
-                      field_validator)
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-from callers.errors import ConfigError
+from callers.data_files import find_model, is_path, list_models, load_model
 
 PERSONAS_DIR = Path(__file__).parents[1] / "personas"
 
@@ -38,14 +37,10 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Facts(_Model):
-    """The ground truth the caller knows and the agent should understand."""
-
-    first_name: str = Field(min_length=1)
-    last_name: str = Field(min_length=1)
-    amount: Annotated[Number, Field(gt=0)]
-    reason: str = Field(min_length=1)
-    other: dict[str, str] = Field(default_factory=dict)
+# What the caller knows about itself (name, phone, date of birth, its case...): any fact a
+# scenario leaves without a value is taken from here, by name.
+FactName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
+FactValue = Annotated[str, Field(min_length=1)] | bool | int | float | dt.date | dt.time
 
 
 class Voice(_Model):
@@ -133,8 +128,8 @@ class Persona(_Model):
 
     id: str = Field(pattern=r"^[a-z0-9-]+$")
     display_name: str = Field(min_length=1)
-    goal: str = Field(min_length=1)
-    facts: Facts
+    goal: str | None = None  # what it wants is the scenario's; kept for older files
+    facts: dict[FactName, FactValue] = Field(default_factory=dict)
     voice: Voice = Voice()
     temperament: Temperament = Temperament()
     behaviours: Behaviours = Behaviours()
@@ -162,96 +157,21 @@ def traits(persona: Persona) -> str:
     return ", ".join(words) or "cooperative"
 
 
-# pydantic error type -> what was expected, for messages a persona author can act on.
-_EXPECTED = {
-    "missing": "field required",
-    "extra_forbidden": "unknown field",
-    "string_type": "expected text",
-    "string_too_short": "must not be empty",
-    "string_pattern_mismatch": "must be a slug of a-z, 0-9 and '-'",
-    "float_type": "expected a number",
-    "float_parsing": "expected a number",
-    "int_type": "expected a whole number",
-    "int_parsing": "expected a whole number",
-    "int_from_float": "expected a whole number",
-    "bool_type": "expected true or false",
-    "bool_parsing": "expected true or false",
-    "dict_type": "expected a mapping",
-    "model_type": "expected a mapping",
-    "model_attributes_type": "expected a mapping",
-}
-
-
-def _describe(error: dict[str, Any]) -> str:
-    """One pydantic error as '<field.path>: <what was expected>'."""
-    where = ".".join(str(part) for part in error["loc"]) or "(top level)"
-    kind = error["type"]
-    if kind == "value_error":  # our range checks: the message already says it all
-        what = str(error["ctx"]["error"])
-    elif kind == "literal_error":
-        what = f"must be one of {error['ctx']['expected']}, got {error['input']!r}"
-    elif kind == "greater_than":
-        what = f"must be greater than {error['ctx']['gt']:g}, got {error['input']!r}"
-    elif kind in ("missing", "extra_forbidden"):
-        what = _EXPECTED[kind]
-    else:
-        what = f"{_EXPECTED.get(kind, error['msg'])}, got {error['input']!r}"
-    return f"{where}: {what}"
-
-
 def load_persona(path: str | Path) -> Persona:
     """Read and validate one persona file; any problem is a one-line ConfigError."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read persona file: {e.strerror or e}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or "not valid YAML"
-        raise ConfigError(f"{path}: invalid YAML{at}: {problem}") from None
-    if data is None:
-        raise ConfigError(f"{path}: the file is empty, expected persona fields")
-    if not isinstance(data, dict):
-        kind = type(data).__name__
-        raise ConfigError(f"{path}: expected a mapping of persona fields, got {kind}")
-    try:
-        return Persona.model_validate(data)
-    except ValidationError as e:
-        errors = e.errors(include_url=False)
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise ConfigError(f"{path}: {_describe(errors[0])}{more}") from None
+    return load_model(path, Persona, "persona")
 
 
 def list_personas(directory: str | Path = PERSONAS_DIR) -> list[Persona]:
     """All personas in a directory, sorted by id; duplicate ids are a ConfigError."""
-    files = sorted([*Path(directory).glob("*.yaml"), *Path(directory).glob("*.yml")])
-    seen: dict[str, Path] = {}
-    personas = []
-    for file in files:
-        persona = load_persona(file)
-        if persona.id in seen:
-            raise ConfigError(f"{file}: id: {persona.id!r} is already used by {seen[persona.id]}")
-        seen[persona.id] = file
-        personas.append(persona)
-    return sorted(personas, key=lambda p: p.id)
+    return list_models(directory, load_persona, "persona")
 
 
 def find_persona(persona_id: str, directory: str | Path = PERSONAS_DIR) -> Persona:
     """The persona with this id in a directory, or a ConfigError listing the known ids."""
-    personas = list_personas(directory)
-    for persona in personas:
-        if persona.id == persona_id:
-            return persona
-    known = ", ".join(p.id for p in personas) or "none"
-    raise ConfigError(f"unknown persona {persona_id!r} in {directory} (known: {known})")
+    return find_model(persona_id, directory, load_persona, "persona")
 
 
 def resolve_persona(name_or_path: str | Path) -> Persona:
     """A persona from a file path, or by id from the shipped personas/ folder."""
-    text = str(name_or_path)
-    if text.endswith((".yaml", ".yml")) or "/" in text or Path(text).is_file():
-        return load_persona(name_or_path)
-    return find_persona(text)
+    return load_persona(name_or_path) if is_path(name_or_path) else find_persona(str(name_or_path))

@@ -46,6 +46,7 @@ class CallRecord:
     call_id: str
     persona: str
     seed: int
+    scenario: str = ""
     target: str = ""
     status: str = "failed"  # "completed" | "failed"
     failure_reason: str | None = None
@@ -62,7 +63,10 @@ class CallRecord:
     audio: str | None = None
     transport: dict[str, Any] = field(default_factory=dict)
     agent_state: dict[str, Any] = field(default_factory=dict)
-    facts_given: list[str] | None = None  # persona facts the caller said (None: not recorded)
+    facts_given: list[str] | None = None  # facts the caller said (None: not recorded)
+    # The graded facts, {name: {type, value, state_key[, options]}}: the ground truth
+    facts: dict[str, Any] = field(default_factory=dict)
+    success: dict[str, Any] = field(default_factory=dict)  # the scenario's success criteria
     # Every data-channel message from the agent, bounded: [{t_ms, channel, message}].
     agent_messages: list[dict[str, Any]] = field(default_factory=list)
 

@@ -14,7 +14,7 @@ from aiortc import RTCPeerConnection
 from callers.agent_messages import AgentMessages, client_ready
 from callers.audio import STT_RATE, write_stereo_wav
 from callers.behaviour import AgentTurnPlan, CallerBehaviour
-from callers.brain import GOAL_FACTS, Brain, ScriptedBrain, classify_intent, says_goodbye
+from callers.brain import Brain, ScriptedBrain, says_goodbye
 from callers.caller_voice import CallerVoice, caller_line
 from callers.errors import CallFailed
 from callers.loopback import candidate_addresses, loopback_only
@@ -30,6 +30,7 @@ from callers.media import (
 from callers.network import network_stats
 from callers.persona import Persona
 from callers.record import CallRecord, TimelineEvent, Turn
+from callers.scenario import CallFacts
 from callers.stt import Transcriber, warm_up
 from callers.transport import (
     Target,
@@ -99,20 +100,25 @@ class CallSession:
         audio_path: Path | None = None,
         limits: SessionLimits = SessionLimits(),
         brain: Brain | None = None,
+        facts: CallFacts | None = None,
         concurrency_at_start: int = 1,
     ) -> None:
+        """facts: the scenario's facts for this persona (default: the brain's, else the
+        card-dispute scenario with the persona's own case)."""
         self.persona = persona
         self.target = target
         self.models = models
         self.limits = limits
         self.audio_path = audio_path
-        self.brain = brain or ScriptedBrain(persona, seed)
+        self.brain = brain or ScriptedBrain(persona, seed, facts)
+        self.call_facts = self.brain.call_facts
         self.behaviour = CallerBehaviour(persona, seed)
         self.seed = seed
         self.codec = persona.line.codec or target.codec
         self.record = CallRecord(
             call_id=call_id,
             persona=persona.id,
+            scenario=self.call_facts.scenario.id,
             seed=seed,
             target=target.url,
             concurrency_at_start=concurrency_at_start,
@@ -321,7 +327,7 @@ class CallSession:
     async def _respond(self, agent_text: str) -> bool:
         """Reply to the agent's finished turn (or don't); True if the caller hangs up."""
         barged_in, self._barged_in = self._barged_in, False
-        if barged_in and classify_intent(agent_text) in {*self.brain.facts_given, "other"}:
+        if barged_in and self.brain.classify(agent_text) in {*self.brain.facts_given, "other"}:
             # Interrupted, this turn asks nothing new (its question was cut off or answered by
             # the barge-in); an agent that talked on to a new question still gets an answer.
             return False
@@ -335,8 +341,11 @@ class CallSession:
         speak_at = self.last_agent_end_ms + self.persona.temperament.reply_after_ms
         history = [(t.speaker, t.text) for t in self.turns]
         reply = await self._unless_ended(self.brain.reply(agent_text, history))
-        self.asked.update({reply.intent, *reply.facts} & GOAL_FACTS if reply.intent in GOAL_FACTS
-                          else ())
+        goal = self.brain.goal_facts
+        if reply.intent in goal:
+            self.asked.update({reply.intent, *reply.facts} & goal)
+        if reply.intent == "other":  # a scenario author sees which phrase to add
+            self._event("unrecognised_question", text=agent_text[:200])
         self._event("brain_reply", intent=reply.intent, source=reply.source,
                     latency_ms=round(reply.latency_ms, 1))
         if reply.fallback_reason:
@@ -479,7 +488,7 @@ class CallSession:
         self.events.append(TimelineEvent(kind, self.clock.ms() if t_ms is None else t_ms, detail))
 
     def _finish_ok(self) -> None:
-        missing = GOAL_FACTS - self.brain.facts_given
+        missing = self.brain.goal_facts - self.brain.facts_given
         if self.media_lost:
             limit_s = self.limits.media_timeout_s
             self._fail("media_timeout", f"no agent audio for {limit_s:g} s, and no hang-up")
@@ -550,6 +559,8 @@ class CallSession:
                          "agent_call_id": self.agent_call_id}
         rec.agent_messages = self.agent_messages.kept
         rec.facts_given = sorted(self.brain.facts_given)
+        rec.facts = self.call_facts.graded()
+        rec.success = self.call_facts.scenario.success.model_dump()
         if self.agent_messages.dropped:
             rec.transport["agent_messages_dropped"] = self.agent_messages.dropped
         line = self.track.line

@@ -1,62 +1,81 @@
-"""How well the agent understood each ground-truth fact, from the most trusted source available."""
+"""How well the agent understood each graded fact, from the most trusted source that shows it.
+
+Sources in order of trust: the agent's own state (its data channel's {"entities": {...}},
+keys mapped by the scenario's agent_state_key), then its spoken read-backs found in its turns
+by type-aware matching (callers.facts: names by spelling and sound, numbers, money, dates,
+times, phones, emails and spelled codes normalised). A fact no source shows is not observed:
+never graded wrong.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from callers.brain import read_backs
-from callers.language import canonical_amount, find_amount, names_match, normalize_name
+from callers import facts as typed
 
-SCORED_ENTITIES = ("first_name", "last_name", "amount")
-
-
-def expected_facts(facts: dict[str, Any]) -> dict[str, str]:
-    """The persona facts that are graded, as comparable strings."""
-    out = {k: str(facts[k]) for k in SCORED_ENTITIES if facts.get(k) not in (None, "")}
-    if "amount" in out:
-        out["amount"] = canonical_amount(float(facts["amount"]))
-    return out
+# Records written before scenarios: the card dispute's graded facts, values from the persona.
+LEGACY_TYPES = {"first_name": "name", "last_name": "name", "amount": "money"}
 
 
-def same_value(entity: str, expected: str, heard: str | None, *, fuzzy: bool) -> bool:
-    """Amounts compare as numbers; names exactly (agent state) or fuzzily (transcripts)."""
-    if heard is None or heard == "":
-        return False
-    if entity == "amount":
-        value = find_amount(str(heard))
-        return value is not None and canonical_amount(value) == expected
-    if fuzzy:
-        return names_match(expected, str(heard))
-    return normalize_name(expected) == normalize_name(str(heard))
+def graded_facts(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The record's graded facts {name: {type, value, state_key, options?}}; for an older
+    record, the card dispute's from its persona facts (none if it has none)."""
+    facts = record.get("facts")
+    if isinstance(facts, dict) and facts:
+        return {k: v for k, v in facts.items() if isinstance(v, dict) and "type" in v}
+    legacy = record.get("persona_facts") or {}
+    return {name: {"type": kind, "value": str(legacy[name]), "state_key": name}
+            for name, kind in LEGACY_TYPES.items() if legacy.get(name) not in (None, "")}
+
+
+def _fact(name: str, spec: dict[str, Any]) -> typed.Fact | None:
+    try:
+        return typed.Fact.of(name, spec["type"], spec["value"], spec.get("options"))
+    except (ValueError, KeyError, TypeError):
+        return None  # a hand-edited record with a broken fact: not graded
 
 
 def score_understanding(
-    expected: dict[str, str], agent_state: dict[str, Any], turns: list[dict[str, Any]]
+    expected: dict[str, dict[str, Any]], agent_state: dict[str, Any], turns: list[dict[str, Any]]
 ) -> dict[str, Any]:
     """Each fact from the most trusted source that shows it: the agent's reported state, else
-    its spoken read-back. A fact that no source shows is not observed: never graded wrong.
-
-    `correct` holds the observed facts only; `sources` says where each came from.
-    """
+    its spoken read-back. `correct` holds the observed facts only; `sources` says where each
+    came from; `not_observed` lists the rest."""
+    facts = {name: f for name, spec in expected.items() if (f := _fact(name, spec)) is not None}
     entities = (agent_state or {}).get("entities")
     reported = entities if isinstance(entities, dict) else {}
     spoken: dict[str, str] = {}
     for turn in turns:  # the last read-back of each fact is what the agent settled on
         if turn.get("speaker") == "agent":
-            spoken.update(read_backs(turn.get("text", "")))
+            spoken.update(typed.read_backs(str(turn.get("text", "")), facts.values()))
     understood: dict[str, str] = {}
     correct: dict[str, bool] = {}
     sources: dict[str, str] = {}
-    for fact, value in expected.items():
-        if fact in reported:  # reported as null or "": the agent says it does not have it
-            heard, source, fuzzy = str(reported[fact] or ""), "agent-state", False
-        elif fact in spoken:
-            heard, source, fuzzy = spoken[fact], "read-back", True
+    for name, fact in facts.items():
+        key = expected[name].get("state_key") or name
+        if key in reported:  # reported as null or "": the agent says it does not have it
+            heard, source, fuzzy = reported[key], "agent-state", False
+        elif name in spoken:
+            heard, source, fuzzy = spoken[name], "read-back", True
         else:
             continue
-        understood[fact], sources[fact] = heard, source
-        correct[fact] = same_value(fact, value, heard, fuzzy=fuzzy)
+        understood[name] = "" if heard is None else str(heard)[:200]
+        sources[name] = source
+        correct[name] = _same(fact, heard, fuzzy=fuzzy)
     trusted = [s for s in ("agent-state", "read-back") if s in sources.values()]
-    return {"expected": expected, "understood": understood, "correct": correct,
+    return {"expected": {name: fact.value for name, fact in facts.items()},
+            "understood": understood, "correct": correct,
             "source": trusted[0] if trusted else "none", "sources": sources,
-            "observed": len(correct), "not_observed": [f for f in expected if f not in correct]}
+            "observed": len(correct), "not_observed": [f for f in facts if f not in correct],
+            # Every spoken read-back, right or wrong, whatever the agent's state says.
+            "read_back": {name: _same(facts[name], value, fuzzy=True)
+                          for name, value in spoken.items() if name in facts}}
+
+
+def _same(fact: typed.Fact, heard: Any, *, fuzzy: bool) -> bool:
+    if heard is None or isinstance(heard, dict | list):
+        return False
+    try:
+        return typed.same(fact.type, fact.value, heard, fuzzy=fuzzy, options=fact.options)
+    except ValueError:
+        return False

@@ -57,11 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="rebuild summary.json, report.html, junit.xml from calls.jsonl")
     report.add_argument("run_dir", type=Path)
 
-    personas = sub.add_parser("personas", help="list or validate persona files")
-    persona_sub = personas.add_subparsers(dest="personas_command", required=True)
-    persona_sub.add_parser("list", help="the shipped personas")
-    validate = persona_sub.add_parser("validate", help="check persona YAML files")
-    validate.add_argument("files", nargs="+", type=Path)
+    for kind in ("personas", "scenarios"):
+        data = sub.add_parser(kind, help=f"list or validate {kind[:-1]} files")
+        data_sub = data.add_subparsers(dest="data_command", required=True)
+        data_sub.add_parser("list", help=f"the shipped {kind}")
+        validate = data_sub.add_parser("validate", help=f"check {kind[:-1]} YAML files")
+        validate.add_argument("files", nargs="+", type=Path)
     return parser
 
 
@@ -164,25 +165,43 @@ def _report(args: argparse.Namespace) -> int:
 def _personas(args: argparse.Namespace) -> int:
     from callers.persona import list_personas, load_persona, traits
 
-    if args.personas_command == "list":
+    if args.data_command == "list":
         personas = list_personas()
         width = max(len(p.id) for p in personas)
         for p in personas:
-            print(f"{p.id:{width}}  {p.facts.first_name} {p.facts.last_name}: {p.goal}"
-                  f"  [{traits(p)}]")
+            print(f"{p.id:{width}}  {p.display_name}  [{traits(p)}]")
         return EXIT_OK
+    return _validate(args.files, load_persona)
+
+
+def _scenarios(args: argparse.Namespace) -> int:
+    from callers.scenario import list_scenarios, load_scenario
+
+    if args.data_command == "list":
+        scenarios = list_scenarios()
+        width = max(len(s.id) for s in scenarios)
+        for s in scenarios:
+            facts = ", ".join(f"{name} ({spec.type})" for name, spec in s.facts.items())
+            flow = f"  (reference flow: {s.flow})" if s.flow else ""
+            print(f"{s.id:{width}}  {s.goal}{flow}\n{'':{width}}  facts: {facts}")
+        return EXIT_OK
+    return _validate(args.files, load_scenario)
+
+
+def _validate(files: list[Path], load) -> int:
     failed = 0
-    for path in args.files:
+    for path in files:
         try:
-            persona = load_persona(path)
-            print(f"{path}: ok ({persona.id})")
+            item = load(path)
+            print(f"{path}: ok ({item.id})")
         except ConfigError as e:
             print(e, file=sys.stderr)
             failed += 1
     return EXIT_USAGE if failed else EXIT_OK
 
 
-COMMANDS = {"demo": _demo, "run": _run, "agent": _agent, "report": _report, "personas": _personas}
+COMMANDS = {"demo": _demo, "run": _run, "agent": _agent, "report": _report, "personas": _personas,
+            "scenarios": _scenarios}
 
 
 if __name__ == "__main__":

@@ -137,7 +137,12 @@ class RunConfig(_Model):
     name: str = "run"
     seed: int = 1
     target: TargetConfig = TargetConfig()
-    personas: dict[str, float] = Field(min_length=1)  # persona id -> weight
+    personas: dict[str, float] = Field(min_length=1)  # persona id (or file) -> weight
+    scenarios: dict[str, float] = Field(default_factory=lambda: {"card-dispute": 1.0},
+                                        min_length=1)  # scenario id (or file) -> weight
+    # weighted: persona and scenario each drawn by weight; matrix: every scenario x persona
+    # pair in turn (weights ignored)
+    mix: Literal["weighted", "matrix"] = "weighted"
     brain: BrainConfig = ScriptedBrainConfig()
     load: LoadConfig
     fleet: FleetConfig = FleetConfig()
@@ -145,9 +150,10 @@ class RunConfig(_Model):
 
     @model_validator(mode="after")
     def _weights_positive(self) -> RunConfig:
-        for persona, weight in self.personas.items():
-            if weight <= 0:
-                raise ValueError(f"personas.{persona}: weight must be above 0, got {weight}")
+        for section in ("personas", "scenarios"):
+            for name, weight in getattr(self, section).items():
+                if weight <= 0:
+                    raise ValueError(f"{section}.{name}: weight must be above 0, got {weight}")
         return self
 
 
@@ -222,10 +228,23 @@ def with_brain(config: RunConfig, brain: dict[str, Any], where: str) -> RunConfi
 
 
 def _check_personas(path: Path, config: RunConfig) -> None:
+    """Every persona and scenario loads, and every pair that can be called has every fact."""
     from callers.persona import resolve_persona
+    from callers.scenario import facts_for, resolve_scenario
 
-    for name in config.personas:
-        try:
-            resolve_persona(name)
-        except ConfigError as e:
-            raise ConfigError(f"{path}: personas.{name}: {e}") from None
+    personas, scenarios = {}, {}
+    for section, names, resolve, into in (("personas", config.personas, resolve_persona,
+                                           personas),
+                                          ("scenarios", config.scenarios, resolve_scenario,
+                                           scenarios)):
+        for name in names:
+            try:
+                into[name] = resolve(name)
+            except ConfigError as e:
+                raise ConfigError(f"{path}: {section}.{name}: {e}") from None
+    for scenario in scenarios.values():
+        for name, persona in personas.items():
+            try:
+                facts_for(scenario, persona.facts, f"persona {name}")
+            except ConfigError as e:
+                raise ConfigError(f"{path}: {e}") from None

@@ -91,21 +91,37 @@ class HostPool:
 
 
 def plan_specs(config: RunConfig, target: Target) -> list[dict[str, Any]]:
-    """Every planned call as a plain spec; personas interleaved in proportion to their weights."""
-    names = list(config.personas)
-    total = sum(config.personas.values())
-    used = dict.fromkeys(names, 0)
+    """Every planned call as a plain spec: personas and scenarios interleaved in proportion to
+    their weights, or (mix: matrix) every scenario x persona pair in turn."""
     target_fields = asdict(target)  # plain fields: the token's variable name only
     brain = config.brain.model_dump()  # the key's variable name only; hosts read the key
+    total = config.load.total_calls
+    if config.mix == "matrix":
+        pairs = [(p, s) for s in config.scenarios for p in config.personas]
+        chosen = [pairs[i % len(pairs)] for i in range(total)]
+    else:
+        chosen = list(zip(_interleaved(config.personas, total),
+                          _interleaved(config.scenarios, total), strict=True))
     specs = []
-    for i in range(config.load.total_calls):
-        # The persona furthest behind its share goes next: deterministic, every one used.
-        persona = max(names, key=lambda n: config.personas[n] / total * (i + 1) - used[n])
-        used[persona] += 1
+    for i, (persona, scenario) in enumerate(chosen):
         specs.append({"call_id": f"c{i:05d}-{resolve_persona(persona).id}", "persona": persona,
-                      "seed": config.seed * 100_003 + i, "target": target_fields,
-                      "brain": brain, "max_call_s": config.fleet.max_call_s})
+                      "scenario": scenario, "seed": config.seed * 100_003 + i,
+                      "target": target_fields, "brain": brain,
+                      "max_call_s": config.fleet.max_call_s})
     return specs
+
+
+def _interleaved(weights: dict[str, float], n: int) -> list[str]:
+    """n names in proportion to their weights: the one furthest behind its share goes next
+    (deterministic, every one used)."""
+    total = sum(weights.values())
+    used = dict.fromkeys(weights, 0)
+    out = []
+    for i in range(n):
+        name = max(weights, key=lambda k: weights[k] / total * (i + 1) - used[k])
+        used[name] += 1
+        out.append(name)
+    return out
 
 
 class Fleet:
@@ -119,13 +135,10 @@ class Fleet:
         self.records: dict[str, dict[str, Any]] = {}
         self.pool = HostPool(str(store.run_dir.resolve()), config.fleet.null_call_s)
         self.stop = asyncio.Event()
-        self._facts = {}
 
     async def run(self, hosts: int | None = None, spare_cores: int = 0) -> list[dict[str, Any]]:
         """Place every planned call; one host per core unless told (spare_cores left free)."""
         specs = plan_specs(self.config, self.target)
-        self._facts = {s["persona"]: resolve_persona(s["persona"]).facts.model_dump()
-                       for s in specs}
         cores = int(ray.available_resources().get("CPU", 1))
         count = hosts or self.config.fleet.hosts or max(1, cores - spare_cores)
         await self.pool.start(count)
@@ -163,13 +176,14 @@ class Fleet:
             log.warning("duplicate result for %s ignored", call_id)
             return
         if record.get("events"):  # a call that never connected has nothing to grade
-            score_call(record, self._facts.get(record["persona"], {}))
+            score_call(record)
         self.records[call_id] = record
         self.store.append(record)
 
 
 def _failed(spec: dict[str, Any], reason: str, detail: str) -> dict[str, Any]:
     record = CallRecord(call_id=spec["call_id"], persona=spec["persona"], seed=spec["seed"],
+                        scenario=spec.get("scenario", ""),
                         target=spec["target"]["url"], failure_reason=reason, failure_detail=detail,
                         concurrency_at_start=spec.get("concurrency_at_start", 1))
     data = record.to_dict()

@@ -16,6 +16,8 @@ from callers.brain import Brain, ScriptedBrain
 from callers.llm_brain import LLMBrain
 from callers.persona import Persona, resolve_persona
 from callers.record import CallRecord
+from callers.scenario import (DEFAULT_SCENARIO, CallFacts, Scenario, facts_for,
+                              resolve_scenario)
 from callers.session import CallerModels, CallSession, SessionLimits, load_caller_models
 from callers.transport import Target
 from orchestration.config import LLMBrainConfig, brain_config
@@ -60,12 +62,13 @@ def restore_priority() -> None:
             pass  # not root: lowering niceness is not allowed; generator health will show it
 
 
-def make_brain(section: dict[str, Any] | None, persona: Persona, seed: int) -> Brain:
+def make_brain(section: dict[str, Any] | None, persona: Persona, seed: int,
+               facts: CallFacts | None = None) -> Brain:
     """A fresh brain for one call from the spec's brain section (None = scripted)."""
     config = brain_config(section)
     if isinstance(config, LLMBrainConfig):  # the key is read from its variable, here only
-        return LLMBrain(persona, seed, config)
-    return ScriptedBrain(persona, seed)
+        return LLMBrain(persona, seed, config, facts=facts)
+    return ScriptedBrain(persona, seed, facts)
 
 
 class CallerHostImpl:
@@ -77,6 +80,7 @@ class CallerHostImpl:
         self.null_call_s = null_call_s
         self.models: CallerModels | None = None
         self.personas: dict[str, Persona] = {}
+        self.scenarios: dict[str, Scenario] = {}
         self.lag = LoopLagMonitor()
         self.active = 0
         self._loading = asyncio.Lock()
@@ -103,7 +107,8 @@ class CallerHostImpl:
                 record = await self._real_call(spec)
         except Exception as e:  # last line of defence: a record, not an exception
             record = CallRecord(call_id=spec["call_id"], persona=spec["persona"],
-                                seed=spec["seed"], status="failed", failure_reason="caller_error",
+                                scenario=spec.get("scenario", ""), seed=spec["seed"],
+                                status="failed", failure_reason="caller_error",
                                 failure_detail=f"{type(e).__name__}: {e}").to_dict()
         finally:
             self.active -= 1
@@ -118,7 +123,12 @@ class CallerHostImpl:
         persona = self.personas.get(spec["persona"])
         if persona is None:
             persona = self.personas[spec["persona"]] = resolve_persona(spec["persona"])
-        brain = make_brain(spec.get("brain"), persona, spec["seed"])
+        name = spec.get("scenario") or DEFAULT_SCENARIO
+        scenario = self.scenarios.get(name)
+        if scenario is None:
+            scenario = self.scenarios[name] = resolve_scenario(name)
+        facts = facts_for(scenario, persona.facts, persona.id)
+        brain = make_brain(spec.get("brain"), persona, spec["seed"], facts)
         try:
             session = CallSession(
                 persona, spec["seed"], Target(**spec["target"]), self.models,
@@ -134,6 +144,7 @@ class CallerHostImpl:
     async def _null_call(self, spec: dict[str, Any]) -> dict[str, Any]:
         """No media: a timed wait through the same scheduler and result path."""
         record = CallRecord(call_id=spec["call_id"], persona=spec["persona"], seed=spec["seed"],
+                            scenario=spec.get("scenario", ""),
                             concurrency_at_start=spec.get("concurrency_at_start", 1),
                             started_at=time.time())
         await asyncio.sleep(self.null_call_s or 0.0)

@@ -95,7 +95,7 @@ async def _place_all(urls, out: Path, persona_file: Path):
         record = (await session.run()).to_dict()
         if brain is not None:
             await brain.aclose()
-        return name, score_call(record, persona.facts.model_dump())
+        return name, score_call(record)
 
     logs: list[str] = []
     handler = _ListHandler(logs)

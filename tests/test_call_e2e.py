@@ -70,7 +70,7 @@ async def _place_all(urls: dict[str, str], out: Path) -> dict[str, dict]:
                               models, call_id=name, audio_path=out / f"{name}.wav")
         record = (await session.run()).to_dict()
         record["audio_file"] = str(out / f"{name}.wav")
-        return name, score_call(record, persona.facts.model_dump())
+        return name, score_call(record)
 
     placed: dict[str, dict] = {}
     for phase in PHASES:

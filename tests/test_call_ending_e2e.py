@@ -60,7 +60,7 @@ async def _place(close_url: str, doomed_url: str, doomed, out) -> dict[str, dict
     records = {"close": close_record.to_dict(), "killed": killed_record.to_dict()}
     records["killed"]["kill_ms"] = kill_ms
     print(f"both calls in {time.monotonic() - began:.0f} s")
-    return {name: score_call(r, persona.facts.model_dump()) for name, r in records.items()}
+    return {name: score_call(r) for name, r in records.items()}
 
 
 def _events(record: dict, kind: str) -> list[dict]:

@@ -38,7 +38,35 @@ def test_personas_list_prints_every_shipped_persona_and_exits_0(capsys):
     out = capsys.readouterr().out
     listed = [line.split()[0] for line in out.splitlines() if line.strip()]
     assert listed == SHIPPED
-    assert "John Smith" in out and "250" in out
+    assert "John Smith" in out
+
+
+def test_scenarios_list_and_validate_work_like_the_persona_commands(tmp_path, capsys):
+    assert main(["scenarios", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "card-dispute" in out and "amount (money)" in out
+    good = write_yaml(tmp_path / "s.yaml", {
+        "id": "my-booking", "goal": "Book a table",
+        "facts": {"party_size": {"type": "number", "value": 4}}})
+    assert main(["scenarios", "validate", str(good)]) == 0
+    assert ": ok (my-booking)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("facts", "success", "field", "expected"), [
+    ({"when": {"type": "datetime", "value": "x"}}, {}, "facts.when.type", "unknown fact type"),
+    ({"day": {"type": "date", "value": "next tuesday"}}, {}, "facts.day", "expected a date"),
+    ({"seats": {"type": "number", "value": 2}}, {"read_back": ["table"]}, "success.read_back",
+     "unknown fact 'table'"),
+    ({"zone": {"type": "choice", "value": "patio"}}, {}, "facts.zone", "a choice needs options"),
+], ids=["unknown-type", "value-does-not-parse", "unknown-fact-in-success", "choice-no-options"])
+def test_bad_scenario_file_exits_2_with_one_line_naming_file_and_field(
+        tmp_path, capsys, facts, success, field, expected):
+    path = write_yaml(tmp_path / "bad.yaml", {"id": "bad", "goal": "g", "facts": facts,
+                                              "success": success})
+    assert main(["scenarios", "validate", str(path)]) == 2
+    lines = error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and lines[0].startswith(f"{path}: {field}")
+    assert expected in lines[0]
 
 
 def test_personas_validate_good_file_exits_0_and_says_ok(tmp_path, capsys):
@@ -61,8 +89,8 @@ def test_personas_validate_accepts_every_shipped_file(capsys):
         (lambda d: d | {"colour": "red"}, "colour", "unknown field"),
         (lambda d: d | {"environment": {"noise": "white", "snr_db": 99}},
          "environment.snr_db", "between -10 and 60"),
-        (lambda d: d | {"facts": {k: v for k, v in d["facts"].items() if k != "amount"}},
-         "facts.amount", "field required"),
+        (lambda d: {k: v for k, v in d.items() if k != "display_name"},
+         "display_name", "field required"),
         (lambda d: d | {"voice": {"speaking_rate": "fast"}}, "voice.speaking_rate",
          "expected a number"),
     ],

@@ -11,6 +11,7 @@ import pytest
 
 from callers.llm_brain import (LLMBrain, LLMConfig, clean_reply, facts_stated, history_messages,
                                system_prompt)
+from callers.brain import default_facts
 from callers.persona import Persona
 from tests.fake_llm import FakeLLM, llm  # noqa: F401  (llm is a fixture)
 
@@ -150,17 +151,19 @@ async def test_canary_key_is_sent_but_never_shown(llm, monkeypatch, caplog, capf
 
 
 def test_prompt_history_and_parsing():
-    prompt = system_prompt(PERSONA)
+    facts = default_facts(PERSONA)
+    prompt = system_prompt(PERSONA, facts)
     assert "customer-service voice agent" in prompt and "no markdown" in prompt
     assert "John" in prompt and "Smith" in prompt and "refund" in prompt
     messages = history_messages([("agent", "Hi, how can I help?"), ("caller", "A refund."),
                                  ("agent", "Your name?")], "Your name?")
     assert [m["role"] for m in messages] == ["user", "assistant", "user"]
     assert clean_reply("**Yes**, that's right. [hangup]") == ("Yes, that's right.", True)
-    assert facts_stated("No, it's Smith, S-M-I-T-H.", PERSONA) == ("last_name",)
-    assert facts_stated("About two hundred fifty dollars.", PERSONA) == ("amount",)
-    assert facts_stated("I want a refund, I was charged twice.", PERSONA) == ()
-    assert facts_stated("It's about a refund for a double charge.", PERSONA) == ("reason",)
+    assert "amount (money): 250" in prompt and "Dispute a charge" in prompt
+    assert facts_stated("No, it's Smith, S-M-I-T-H.", facts) == ("last_name",)
+    assert facts_stated("About two hundred fifty dollars.", facts) == ("amount",)
+    assert facts_stated("I want a refund, I was charged twice.", facts) == ()
+    assert facts_stated("It's about a refund for a double charge.", facts) == ("reason",)
     with pytest.raises(Exception, match="extra"):
         LLMConfig(base_url="http://127.0.0.1:1/v1", model="m", api_key="sk-no")
 

@@ -175,8 +175,7 @@ async def test_answer_gathers_only_loopback_and_offer_candidates_elsewhere_are_d
 @pytest.mark.parametrize("name", CALLS)
 def test_grading_observes_only_what_the_bot_read_back_and_grades_its_hearing(calls, name):
     record, _ = calls[name]
-    facts = resolve_persona("cooperative-john").facts.model_dump()
-    scored = score_call(json.loads(json.dumps(record)), facts)
+    scored = score_call(json.loads(json.dumps(record)))
     u = scored["understanding"]
     # The bot never reads back the first name: not observed, not misunderstood.
     assert u["not_observed"] == ["first_name"]

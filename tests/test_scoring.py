@@ -5,11 +5,14 @@ from __future__ import annotations
 from evaluation.agent_reports import agent_hearing, reported_onset_offsets, word_error_rate
 from evaluation.scoring import score_call
 
-FACTS = {"reason": "a refund", "first_name": "John", "last_name": "Smith", "amount": 250}
+FACTS = {"first_name": {"type": "name", "value": "John", "state_key": "first_name"},
+         "last_name": {"type": "name", "value": "Smith", "state_key": "last_name"},
+         "amount": {"type": "money", "value": "250", "state_key": "amount"}}
 
 
 def talk(*turns, **extra):
     record = {"call_id": "c", "status": "completed", "events": [], "agent_state": {},
+              "facts": FACTS,
               "turns": [{"speaker": s, "text": t, "start_ms": i * 1000.0,
                          "end_ms": i * 1000.0 + 900} for i, (s, t) in enumerate(turns)]}
     return {**record, **extra}
@@ -17,8 +20,7 @@ def talk(*turns, **extra):
 
 def test_fact_never_read_back_nor_reported_is_not_observed_not_wrong():
     record = score_call(talk(("agent", "Your first name?"), ("caller", "John."),
-                             ("agent", "I have your last name as Smith. And $250, right?")),
-                        FACTS)
+                             ("agent", "I have your last name as Smith. And $250, right?")))
     u = record["understanding"]
     assert u["correct"] == {"last_name": True, "amount": True}
     assert u["not_observed"] == ["first_name"] and u["observed"] == 2
@@ -27,8 +29,7 @@ def test_fact_never_read_back_nor_reported_is_not_observed_not_wrong():
 
 def test_agent_state_wins_over_read_back_fact_by_fact():
     record = score_call(talk(("agent", "I have your last name as Smith."),
-                             agent_state={"entities": {"first_name": "Jon", "amount": None}}),
-                        FACTS)
+                             agent_state={"entities": {"first_name": "Jon", "amount": None}}))
     u = record["understanding"]
     # Reported null: the agent says it has no amount, which is wrong, not unobserved.
     assert u["correct"] == {"first_name": False, "last_name": True, "amount": False}
@@ -41,14 +42,14 @@ def test_facts_the_caller_never_said_are_not_graded():
     record = score_call(talk(("agent", "Your name?"), ("caller", "John Smith."),
                              agent_state={"entities": {"first_name": "John", "last_name": "Smith",
                                                        "amount": None}},
-                             facts_given=["first_name", "last_name", "reason"]), FACTS)
+                             facts_given=["first_name", "last_name", "reason"]))
     assert record["understanding"]["expected"] == {"first_name": "John", "last_name": "Smith"}
     assert record["understanding"]["correct"] == {"first_name": True, "last_name": True}
 
 
 def test_call_that_never_reached_a_conversation_is_not_graded():
     record = score_call({"call_id": "c", "status": "failed", "failure_reason": "signaling_http_401",
-                         "turns": [], "events": [{"kind": "connected", "t_ms": 1.0}]}, FACTS)
+                         "turns": [], "events": [{"kind": "connected", "t_ms": 1.0}]})
     assert record["understanding"] == {} and record["metrics"] == {}
 
 
@@ -59,7 +60,7 @@ def test_agent_transcripts_grade_its_hearing_per_caller_turn():
                         {"kind": "agent_heard", "t_ms": 3500.0, "text": "Hi."}]
     rows = agent_hearing(record)
     assert [(r["heard"], r["wer"]) for r in rows] == [("250 dollars.", 0.0), ("Hi.", 1.0)]
-    assert score_call(record, FACTS)["metrics"]["agent_hearing"] == rows
+    assert score_call(record)["metrics"]["agent_hearing"] == rows
 
 
 def test_word_error_rate_counts_substitutions_insertions_and_deletions():
