@@ -285,6 +285,13 @@ def test_find_email(text, expected, value):
         ("As in alpha, D is in Bravo 7, X is in X-ray.", "AB7X"),  # the word says B
         ("K is in kilo 4, M is in mic 2, P is in Papa", "K4M2P"),
         ("Q isn't Quebec. See as in Zulu. Zero. Oh, as an Oscar. 9.", "QZ0O9"),
+        # Whisper tiny's transcripts of Piper saying "... as in ..." (letters heard as words)
+        ("I have Q as in Quebec. Z is in Zulu. Zero. Oh, it's an Oscar. Nine.", "QZ0O9"),
+        ("H is in hotel, F is in Foxtrot, he is in Echo 3, 8.", "HFE38"),
+        ("R's in Romeo, J's in Juliet, too W's in Whiskey, why is in Yankee?", "RJ2WY"),
+        ("See as in Charlie, X is in X-ray, 3, and as in November, V is in Victor.", "CX3NV"),
+        ("It's A B 7 X", "AB7X"),
+        ("B as in boy, C, 4", "BC4"),
         ("H F E double 3", "HFE33"),
         ("I have your code as H-F-E-3-8. I think that's it.", "HFE38"),
     ],

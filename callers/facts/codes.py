@@ -3,6 +3,7 @@ five, double five..."; "j dot smith at example dot com"; "A-B-7-X", "A as in alp
 
 from __future__ import annotations
 
+import difflib
 import re
 
 from callers.facts.candidate import Candidate
@@ -138,7 +139,7 @@ _NOT_LOCAL = {"a", "i", "is", "it", "my", "me", "to", "on", "at", "as", "or", "a
 # --- spelled codes ---------------------------------------------------------------------------
 
 _CHUNK = re.compile(r"[A-Za-z0-9]+")
-_CODE_GAP = re.compile(r"[\s,.\-/]*")
+_CODE_GAP = re.compile(r"[\s,.'\-/]*")
 _CAPS_WORDS = {"OK", "I", "AM", "PM", "USA", "US", "ID", "TV", "FAQ", "ASAP"}
 
 
@@ -157,10 +158,21 @@ def _scan_spelled(t: str) -> list[Candidate]:
             active = bool(units)
             if j > i and not _CODE_GAP.fullmatch(t, chunks[j - 1].end(), chunks[j].start()):
                 break
-            if any(ch.isdigit() for ch in c) and any(ch.isalpha() for ch in c):
+            if (here := _as_in(t, chunks, j)) and (active or here[1]):
+                k, letter = here
+                if letter and units and len(units[-1][0]) == 1 and units[-1][0].isalpha():
+                    units[-1] = (letter, False)  # "D as in bravo": the word says B
+                elif letter:
+                    units.append((letter, False))  # "as in alpha", its letter unheard
+                    start = chunks[j].start() if start is None else start
+                end, j = chunks[k - 1].end(), k
+                continue
+            elif any(ch.isdigit() for ch in c) and any(ch.isalpha() for ch in c):
                 piece, word = c.upper(), False  # "AB7X", "7X"
             elif c.isdigit():
                 piece, word = c, False
+            elif len(c) == 1 and t[chunks[j].start() - 1:chunks[j].start()] == "'":
+                break  # "It's": a contraction, not the letter S
             elif len(c) == 1:
                 piece, word = c.upper(), low in ("a", "i")
             elif c.isupper() and len(c) <= 10 and c not in _CAPS_WORDS:
@@ -171,6 +183,9 @@ def _scan_spelled(t: str) -> list[Candidate]:
                     j += 1
             elif active and low in LETTER_NAMES:
                 piece, word = LETTER_NAMES[low], False
+            elif active and low in _DIGIT_HOMOPHONES and j + 1 < len(chunks) \
+                    and len(chunks[j + 1][0]) <= 2:
+                piece, word = _DIGIT_HOMOPHONES[low], False  # "J2W" heard "J, too W"
             elif low in DIGIT_WORDS and (active or j + 1 < len(chunks)):
                 piece, word = str(DIGIT_WORDS[low]), False
             elif low == "oh" and (active or j + 1 < len(chunks) and len(chunks[j + 1][0]) == 1):
@@ -183,14 +198,14 @@ def _scan_spelled(t: str) -> list[Candidate]:
             elif active and low in ("dash", "hyphen"):
                 j += 1
                 continue
-            elif _as_in(t, chunks, j):
-                k, letter = _as_in(t, chunks, j)
-                if letter and units and len(units[-1][0]) == 1 and units[-1][0].isalpha():
-                    units[-1] = (letter, False)  # "D as in bravo": the word says B
-                elif letter:
-                    units.append((letter, False))  # "as in alpha", its letter unheard
-                    start = chunks[j].start() if start is None else start
-                end, j = chunks[k - 1].end(), k
+            elif j + 1 < len(chunks) and (ahead := _as_in(t, chunks, j + 1)) and ahead[1] \
+                    and re.fullmatch(r"[\s,.'-]*", t[chunks[j].end():chunks[j + 1].start()]):
+                # "he is in echo", "and as in November": a letter Whisper wrote as a word;
+                # "Oh, it's an Oscar": the letter just said, described
+                if not (units and units[-1][0] == ahead[1]):
+                    units.append((ahead[1], False))
+                start = chunks[j].start() if start is None else start
+                end, j = chunks[ahead[0] - 1].end(), ahead[0]
                 continue
             else:
                 break
@@ -218,12 +233,28 @@ def _scan_spelled(t: str) -> list[Candidate]:
     return found
 
 
-_AS_IN = re.compile(r"(?:as|is|has)\s+(?:in|an)\b|isn't\b", re.I)
+_DIGIT_HOMOPHONES = {"to": "2", "too": "2", "for": "4", "won": "1"}
+_AS_IN = re.compile(r"(?:as|is|has|'?s)\s+in\b|isn't\b|(?P<weak>(?:as|is|'?s)\s+an?|and)\b",
+                    re.I)
+
+
+def _nato(word: str) -> str | None:
+    """The letter of a NATO word as Whisper may write it ("Juliette", "Fox" for foxtrot)."""
+    w = word.lower()
+    if w in NATO:
+        return NATO[w]
+    if len(w) < 3:
+        return None
+    for name, letter in NATO.items():
+        if name.startswith(w) or difflib.SequenceMatcher(None, w, name).ratio() >= 0.75:
+            return letter
+    return None
 
 
 def _as_in(t: str, chunks: list[re.Match], j: int) -> tuple[int, str | None] | None:
-    """At "as in bravo" ("is in", "isn't": Whisper's spellings): the chunk index after the
-    example word(s), up to the next comma or period, and the NATO letter if it is one."""
+    """At "as in bravo" (Whisper: "is in", "'s in", "as a", "isn't", "and bravo"): the chunk
+    index after the example word(s), up to the next comma or period, and the NATO letter if
+    the example is a NATO word."""
     m = _AS_IN.match(t, chunks[j].start())
     if not m:
         return None
@@ -232,7 +263,9 @@ def _as_in(t: str, chunks: list[re.Match], j: int) -> tuple[int, str | None] | N
         k += 1
     if k >= len(chunks):
         return None
-    letter = NATO.get(chunks[k][0].lower())
+    letter = _nato(chunks[k][0])
+    if letter is None and m["weak"]:
+        return None  # "and", "as a" mark an example only before a NATO word
     k += 1
     while k < len(chunks) and not re.search(r"[,.;]", t[chunks[k - 1].end():chunks[k].start()]):
         if len(chunks[k][0]) == 1 or chunks[k][0].isdigit():
