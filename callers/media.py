@@ -452,18 +452,24 @@ def utterance_from_pcm(
 ) -> Utterance:
     """Prepare synthesized audio for the wire (48 kHz) and, if recorded, at 16 kHz.
 
+    The voiced spans are found at 16 kHz, in the band that both sides' VAD and the agent's
+    speech recognition hear: sound above 8 kHz (an "s" fading out) lasts longer than what a
+    16 kHz listener receives, which put the caller's turn end up to 18 ms after the agent's.
+
     pause_at: (start, end) sample ranges of pcm that are deliberate pauses; each splits the
     voiced span into parts (a hesitation).
     """
     from callers.audio import resample, voiced_bounds
 
     pcm48 = resample(pcm, rate, WIRE_RATE)
-    pcm16 = resample(pcm, rate, STT_RATE) if record else np.zeros(0, np.int16)
+    band16 = resample(pcm, rate, STT_RATE)
+    pcm16 = band16 if record else np.zeros(0, np.int16)
+    up = WIRE_RATE // STT_RATE
     cuts = [0, *(x for a, b in pause_at or [] for x in (a, b)), pcm.size]
     spans = []
     for lo, hi in zip(cuts[::2], cuts[1::2], strict=True):
-        lo48, hi48 = lo * WIRE_RATE // rate, hi * WIRE_RATE // rate
-        first, last = voiced_bounds(pcm48[lo48:hi48], WIRE_RATE)
+        lo16, hi16 = lo * STT_RATE // rate, hi * STT_RATE // rate
+        first, last = voiced_bounds(band16[lo16:hi16], STT_RATE)
         if last > first:
-            spans.append((lo48 + first, lo48 + last))
+            spans.append(((lo16 + first) * up, min((lo16 + last) * up, pcm48.size)))
     return Utterance(text, pcm48, pcm16, spans or [(0, 0)], mode=mode)

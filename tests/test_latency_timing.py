@@ -265,7 +265,9 @@ async def test_the_callers_turn_end_is_the_last_loud_window_of_the_audio_as_sent
     pcm = np.concatenate([np.zeros(3000, np.int16), tone(400, rate, freq=180),
                           decay.astype(np.int16), np.zeros(5000, np.int16)])
     utterance = utterance_from_pcm(pcm, rate, "fifty dollars.")
-    _, expected_end = brute_bounds(utterance.pcm48, WIRE_RATE)
+    # checked in the 16 kHz band both sides hear (utterance.pcm16: the audio as sent, resampled)
+    _, expected_end16 = brute_bounds(utterance.pcm16, STT_RATE)
+    expected_end = expected_end16 * 3
     events = []
     playout = Playout(on_event=lambda kind, t, u: events.append((kind, t)))
     playout.say(utterance)
@@ -278,6 +280,14 @@ async def test_the_callers_turn_end_is_the_last_loud_window_of_the_audio_as_sent
     # At -40 dBFS on 10 ms blocks, as before, the turn ended tens of ms earlier.
     from callers.audio import voiced_bounds
     assert (expected_end - voiced_bounds(utterance.pcm48, WIRE_RATE, -40.0)[1]) / 48 > 30
+
+
+def test_sound_above_8khz_that_a_16khz_listener_never_receives_does_not_extend_the_turn():
+    rate = WIRE_RATE
+    hiss = tone(100, rate, amplitude=1000, freq=11_000)  # -30 dBFS, all of it above 8 kHz
+    pcm = np.concatenate([tone(300, rate, freq=300), hiss, np.zeros(4800, np.int16)])
+    utterance = utterance_from_pcm(pcm, rate, "yes.")
+    assert abs(utterance.voiced[1] / rate * 1000 - 300) <= 6
 
 
 # --- the VAD's edges, refined to the sample ------------------------------------------------
