@@ -209,6 +209,8 @@ class Brain(ABC):
 
 
 def _capital(text: str) -> str:
+    """A sentence as said: capitalised, and "p.m.." from a template's period made "p.m."."""
+    text = re.sub(r"\.(?:\s*\.)+", ".", text)
     return text[:1].upper() + text[1:]
 
 

@@ -208,9 +208,12 @@ def facts_for(scenario: Scenario, persona_facts: dict[str, Any], who: str = "per
               ) -> CallFacts:
     """Resolve every fact's value (scenario first, then the persona's); a fact with neither is
     a ConfigError naming both."""
+    known = dict(persona_facts)
+    if "name" not in known and known.get("first_name") and known.get("last_name"):
+        known["name"] = f"{known['first_name']} {known['last_name']}"  # the whole name
     items = []
     for name, spec in scenario.facts.items():
-        value = spec.value if spec.value is not None else persona_facts.get(name)
+        value = spec.value if spec.value is not None else known.get(name)
         if value is None:
             raise ConfigError(f"scenario {scenario.id}: fact {name!r} has no value, and "
                               f"{who} has no fact of that name")
