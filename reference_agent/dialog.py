@@ -365,14 +365,16 @@ class Dialog:
         flow = self.flow
         if not flow.closing:
             return ""
-        if any(name not in self._entities for name in flow.closing_slots):
+        if not self._closing_complete():
             return flow.incomplete or ""
         return _tidy(re.sub(r"\{(\w+)\}",
                             lambda m: say_value(self._slots[m[1]], self._entities[m[1]]),
                             flow.closing))
 
     def _closing_complete(self) -> bool:
-        return bool(self.flow.closing) and all(n in self._entities for n in self.flow.closing_slots)
+        """Every slot answered: the closing can confirm (a missing one, even one the closing does
+        not name, leaves the booking incomplete)."""
+        return bool(self.flow.closing) and all(n in self._entities for n in self.flow.slot_names)
 
     # --- hearing ---
 

@@ -66,7 +66,8 @@ FLOWS: dict[str, dict[str, Any]] = {
         "greeting": "Hello, thanks for calling Luigi's. I can book a table for you.",
         "slots": [
             {"name": "name", "type": "name", "question": "What is your full name?",
-             "ack": "Thank you, {value}.", "full_name": True,
+             "read_back": "Thank you. I have your name as {value}.",
+             "corrected": "I have your name as {value}.", "full_name": True,
              "phrases": ["name", "under the name", "booking under"]},
             {"name": "party_size", "type": "number", "question": "For how many people?",
              "read_back": "A table for {value}.", "phrases": ["people", "table for", "party"]},
@@ -90,7 +91,9 @@ FLOWS: dict[str, dict[str, Any]] = {
                      "appointment."),
         "slots": [
             {"name": "name", "type": "name", "question": "What is your full name?",
-             "ack": "Thank you, {value}.", "full_name": True, "phrases": ["name"]},
+             "read_back": "Thank you. I have your name as {value}.",
+             "corrected": "I have your name as {value}.", "full_name": True,
+             "phrases": ["name"]},
             {"name": "date_of_birth", "type": "date", "question": "What is your date of birth?",
              "read_back": "I have your date of birth as {value}."},
             {"name": "patient_code", "type": "spelled",
