@@ -101,6 +101,9 @@ METRICS: dict[str, tuple[Reader, str]] = {
         "completed with every observed fact understood / calls placed",
     ),
     "failure_rate": (_failure_rate, "failed calls / started calls"),
+    "task_success_rate": (
+        _field("task", "success_rate", n=("task", "n")),
+        "calls meeting their scenario's success criteria / calls that had a conversation"),
     "understanding_all_correct_rate": (
         _field("understanding", "all_correct_rate", n=("understanding", "n")),
         "scored calls with every fact understood",

@@ -116,6 +116,7 @@ def _cards(summary: dict[str, Any]) -> str:
     barge = summary.get("barge_in_stop_ms") or {}
     knee = (summary.get("degradation") or {}).get("knee")
     hearing = summary.get("agent_hearing") or {}
+    task = summary.get("task") or {}
     rate = comp.get("rate")
     if rate is None and calls.get("planned"):
         rate = calls.get("completed", 0) / calls["planned"]
@@ -129,6 +130,8 @@ def _cards(summary: dict[str, Any]) -> str:
         _card("latency p50", _num(lat.get("p50"), "{:.0f} ms"), f"mean {_num(lat.get('mean'))} ms"),
         _card("latency p95", _num(lat.get("p95"), "{:.0f} ms"), f"n={lat.get('n', 0)}"),
         _card("latency p99", _num(lat.get("p99"), "{:.0f} ms"), f"n={lat.get('n', 0)}"),
+        _card("task success", _pct(task.get("success_rate")),
+              f"n={task.get('n', 0)} calls, by their scenario's criteria"),
         _card("understood (all facts)", _pct(und.get("all_correct_rate")),
               f"n={und.get('n', 0)} scored calls · {und.get('facts_observed', 0)} of "
               f"{und.get('facts_expected', 0)} facts observed"),
@@ -299,11 +302,21 @@ def _slices(groups: dict[str, Any], label: str) -> str:
         f"<td>{esc(_num((g.get('latency_ms') or {}).get('p95')))}</td>"
         f"<td>{esc(_num((g.get('latency_ms') or {}).get('p99')))}</td>"
         f"<td>{esc((g.get('latency_ms') or {}).get('n'))}</td>"
-        f"<td>{esc(_pct((g.get('understanding') or {}).get('all_correct_rate')))}</td></tr>"
+        f"<td>{esc(_pct((g.get('understanding') or {}).get('all_correct_rate')))}</td>"
+        f"<td>{esc(_pct(g.get('task_success_rate')))}</td></tr>"
         for name, g in groups.items())
     return (f'<table><thead><tr><th>{esc(label)}</th><th>calls</th><th>completion</th>'
             '<th>p50 ms</th><th>p95 ms</th><th>p99 ms</th><th>latency n</th>'
-            f'<th>understood (all)</th></tr></thead><tbody>{rows}</tbody></table>')
+            '<th>understood (all)</th><th>task success</th></tr></thead>'
+            f'<tbody>{rows}</tbody></table>')
+
+
+def _failed_checks(summary: dict[str, Any]) -> str:
+    failed = (summary.get("task") or {}).get("failed_checks") or {}
+    if not failed:
+        return ""
+    items = "".join(f"<li>{esc(name)}: {esc(n)} calls</li>" for name, n in failed.items())
+    return f'<p class="muted">Success checks that failed:</p><ul>{items}</ul>'
 
 
 def _failures(summary: dict[str, Any]) -> str:
@@ -669,6 +682,8 @@ def render_report(summary: dict[str, Any], records: list[dict[str, Any]],
 <h2 id="gates">Gates</h2>{_gates(summary)}
 <h2 id="degradation">Latency and completion vs concurrency</h2>{_degradation(summary)}
 <h2 id="understanding">Understanding by entity</h2>{_understanding(summary)}
+<h2 id="scenarios">By scenario</h2>{_slices(summary.get("by_scenario") or {}, "scenario")
+    or '<p class="muted">No calls.</p>'}{_failed_checks(summary)}
 <h2 id="personas">By persona</h2>{_slices(summary.get("by_persona") or {}, "persona")
     or '<p class="muted">No calls.</p>'}
 <h2 id="failures">Failure reasons</h2>{_failures(summary)}

@@ -212,6 +212,7 @@ def _group(records: list[dict[str, Any]], cache: Cache | None = None) -> dict[st
             "n": len(latencies),
         },
         "understanding": {"all_correct_rate": _rate(sum(scored), len(scored)), "n": len(scored)},
+        "task_success_rate": _task(records)["success_rate"],
     }
 
 
@@ -222,9 +223,21 @@ def _grouped(records: list[dict[str, Any]], key: Any) -> dict[Any, list[dict[str
     return groups
 
 
-def _by_persona(records: list[dict[str, Any]], cache: Cache | None = None) -> dict[str, Any]:
-    groups = _grouped(records, lambda r: str(r.get("persona") or "unknown"))
+def _by(field: str, records: list[dict[str, Any]], cache: Cache | None = None
+        ) -> dict[str, Any]:
+    """The per-slice blocks of one record field (persona, scenario)."""
+    groups = _grouped(records, lambda r: str(r.get(field) or "unknown"))
     return {name: _group(group, cache) for name, group in sorted(groups.items())}
+
+
+def _task(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Task success by the scenarios' criteria, over calls that reached a conversation; the
+    checks that failed, counted by name."""
+    tasks = [t for t in (r.get("task") for r in records) if t and "success" in t]
+    failed: Counter[str] = Counter(name for t in tasks
+                                   for name, ok in (t.get("checks") or {}).items() if not ok)
+    return {"success_rate": _rate(sum(bool(t["success"]) for t in tasks), len(tasks)),
+            "n": len(tasks), "failed_checks": dict(failed.most_common())}
 
 
 def _by_concurrency(records: list[dict[str, Any]], cache: Cache | None = None
@@ -352,7 +365,9 @@ def summarize(
         "turn_taking": _turn_taking(records),
         "network": _network(records),
         "by_concurrency": by_concurrency,
-        "by_persona": _by_persona(records, cache),
+        "by_persona": _by("persona", records, cache),
+        "by_scenario": _by("scenario", records, cache),
+        "task": _task(records),
         "by_phase": by_phase,
         "degradation": degradation,
         "gates": [],

@@ -298,3 +298,20 @@ def test_fallback_gate_fails_when_the_llm_kept_failing_and_has_no_data_without_r
     (none,) = evaluate_gates(summarize([], run_id="r", target="t"),
                              {"brain_fallback_rate": {"max": 0.1}})
     assert not none["passed"]
+
+
+def test_task_success_by_scenario_and_the_checks_that_failed():
+    ok = {"success": True, "checks": {"goal_facts_given": True, "read_back.date": True}}
+    bad = {"success": False, "checks": {"goal_facts_given": True, "read_back.date": False}}
+    records = [rec("a", scenario="booking", task=ok), rec("b", scenario="booking", task=bad),
+               rec("c", scenario="clinic", task=ok),
+               rec("d", scenario="clinic", status="failed", reason="signaling_http_401")]
+    s = summarize(records, run_id="r", target="t")
+    assert s["task"] == {"success_rate": 0.6667, "n": 3, "failed_checks": {"read_back.date": 1}}
+    assert s["by_scenario"]["booking"]["task_success_rate"] == 0.5
+    assert s["by_scenario"]["clinic"]["task_success_rate"] == 1.0  # d never talked: not in n
+    assert s["by_scenario"]["clinic"]["calls"] == 2
+    from evaluation.gates import evaluate_gates
+
+    (gate,) = evaluate_gates(s, {"task_success_rate": {"min": 0.9}})
+    assert (gate["value"], gate["n"], gate["passed"]) == (0.6667, 3, False)
