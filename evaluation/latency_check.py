@@ -79,9 +79,19 @@ def spread(values: list[float]) -> dict[str, float | int | None]:
             "p95": round(float(p95), 1), "spread_p95_p5": round(float(p95 - p5), 1)}
 
 
-def accuracy_summary(pairs: list[TurnPair]) -> dict[str, Any]:
-    """The spread of latency - gap over all pairs, and of each direction of the media path."""
+GENERATOR_LATE_MS = 20.0  # a side whose pacing p99 is later than this is not to be trusted
+
+
+def accuracy_summary(pairs: list[TurnPair], trusted_calls: set[str] | None = None
+                     ) -> dict[str, Any]:
+    """The spread of latency - gap over all pairs, and of each direction of the media path;
+    with trusted_calls, the same over the pairs of those calls only ("trusted")."""
+    out: dict[str, Any] = {}
+    if trusted_calls is not None:
+        trusted = [p for p in pairs if p.call_id in trusted_calls]
+        out["trusted"] = {k: v for k, v in accuracy_summary(trusted).items() if k != "pairs"}
     return {
+        **out,
         "turns": len(pairs),
         "error_ms": spread([p.error_ms for p in pairs]),
         "uplink_ms": spread([p.uplink_ms for p in pairs]),
@@ -101,6 +111,7 @@ async def place_and_pair(url: str, turn_log: str, calls=CHECK_CALLS, models=None
     """Call the agent at url (json-offer) once per (persona, seed), one call at a time, and
     pair every response latency with the agent's turn log. Returns the pairs and per call
     {call_id, status, turns paired, network, generator}."""
+    import asyncio
     import json
     from pathlib import Path
 
@@ -115,15 +126,30 @@ async def place_and_pair(url: str, turn_log: str, calls=CHECK_CALLS, models=None
                               call_id=f"{persona_id}-{seed}")
         record = (await session.run()).to_dict()
         placed.append((record, session.clock.t0))
-    entries = [json.loads(line) for line in Path(turn_log).read_text().splitlines() if line]
+    ids = {(r.get("transport") or {}).get("agent_call_id") for r, _ in placed}
+    for _ in range(50):  # the agent writes a call's summary line as its side closes
+        entries = [json.loads(line) for line in Path(turn_log).read_text().splitlines() if line]
+        if ids <= {e.get("call_id") for e in entries if e.get("kind") == "call"}:
+            break
+        await asyncio.sleep(0.1)
     pairs, calls_out = [], []
     for record, t0 in placed:
         agent_id = (record.get("transport") or {}).get("agent_call_id")
         mine = [e for e in entries if e.get("kind") == "turn" and e.get("call_id") == agent_id]
+        agent_call = next((e for e in entries if e.get("kind") == "call"
+                           and e.get("call_id") == agent_id), {})
         paired = pair_turns(record, mine, t0)
         pairs += paired
-        calls_out.append({"call_id": record["call_id"], "agent_call_id": agent_id,
-                          "status": record["status"], "failure_reason": record["failure_reason"],
-                          "agent_turns": len(mine), "paired": len(paired),
-                          "network": record.get("network"), "generator": record.get("generator")})
+        caller_late = (record.get("generator") or {}).get("pacing_late_ms_p99")
+        agent_late = agent_call.get("pacing_late_ms_p99")
+        calls_out.append({
+            "call_id": record["call_id"], "agent_call_id": agent_id, "status": record["status"],
+            "failure_reason": record["failure_reason"], "agent_turns": len(mine),
+            "paired": len(paired),
+            # both generators on time: otherwise the figures are not to be trusted (DESIGN.md)
+            "trusted": (caller_late is not None and caller_late <= GENERATOR_LATE_MS
+                        and agent_late is not None and agent_late <= GENERATOR_LATE_MS),
+            "caller_pacing_late_ms_p99": caller_late, "agent_pacing_late_ms_p99": agent_late,
+            "network": record.get("network"),
+            "agent_receive": {k: v for k, v in agent_call.items() if k.startswith("receive")}})
     return pairs, calls_out

@@ -8,6 +8,7 @@ import json
 import logging
 from dataclasses import dataclass
 
+import numpy as np
 from aiortc import RTCPeerConnection
 
 from callers.audio import voiced_bounds
@@ -140,8 +141,11 @@ class AgentCall:
                     self.playout.stop(t_ms)
         finally:
             if self.turn_log is not None:
+                late = self.track.lateness_ms
                 self.turn_log.write({"kind": "call", "call_id": self.call_id,
                                      "t0_monotonic": self.clock.t0, "turns": self._answered,
+                                     "pacing_late_ms_p99": (round(float(np.percentile(late, 99)),
+                                                                  2) if late else None),
                                      **self.receive_stats.summary()})
 
     def _agent_voicing(self) -> bool:
