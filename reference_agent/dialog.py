@@ -17,7 +17,7 @@ from callers.facts import find, scan, speak
 from callers.facts.ask import ask_phrases
 from callers.facts.find import phrase_regex
 from callers.facts.values import canonical_number, similar_names
-from callers.facts.words import name_words, prep
+from callers.facts.words import digit_word, name_words, prep
 from callers.language import (
     _NOT_NAMES,
     FILLER_PATTERN,
@@ -232,6 +232,11 @@ def say_value(slot: Slot, value: str) -> str:
         return _dollars(value)
     if slot.type in ("name", "text", "choice", "yes_no"):
         return value
+    if slot.type == "phone":
+        # Digit by digit with commas: Piper then Whisper tiny.en wrote back 7 of 8 numbers so,
+        # and 1 of 5 in digit groups ("five five five" came back as "55").
+        digits = ", ".join(digit_word(d) for d in value.lstrip("+"))
+        return f"plus {digits}" if value.startswith("+") else digits
     return speak(slot.type, value)
 
 

@@ -117,7 +117,7 @@ def test_restaurant_booking_happy_path():
         "A table for four. What date would you like to come in?",
         "I have the date as the fifth of December. And what time would you like?",
         "I have the time as seven thirty p.m. What phone number can we reach you on?",
-        "I have your phone number as four one five, five five five, zero one three four. "
+        "I have your phone number as four, one, five, five, five, five, zero, one, three, four. "
         "You're booked: a table for four on the fifth of December at seven thirty p.m., under "
         f"the name John Smith. {ANYTHING_ELSE}",
         "Thank you for calling Luigi's. Goodbye!",
