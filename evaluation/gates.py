@@ -202,7 +202,13 @@ class Gates(RootModel[dict[str, Bound]]):
         return data
 
 
-DEFAULT_GATES = Gates.model_validate({
+class DefaultGates(Gates):
+    """Gates that judge only what the run measured (the defaults, and the demo's variant of
+    them): a run whose callers never barge in has no barge-in gate. Gates a user configures
+    are plain Gates, and fail on no data."""
+
+
+DEFAULT_GATES = DefaultGates.model_validate({
     # The reference agent answers in ~2 s on a 2-core machine; 3 s p95 leaves room for load.
     "latency_p95_ms": {"max": 3000},
     "completion_rate": {"min": 0.9},
@@ -300,8 +306,8 @@ def evaluate_gates(summary: Summary, gates: Gates | Mapping[str, Any] | None = N
 def _evaluate(summary: Summary, gates: Gates | Mapping[str, Any] | None
               ) -> tuple[list[dict[str, Any]], list[str]]:
     """The results, and the default gates left out because the run did not measure them."""
-    measured_only = gates is None or gates is DEFAULT_GATES
     gates = parse_gates(gates)
+    measured_only = isinstance(gates, DefaultGates)
     results, unmeasured = [], []
     for gate, bound in gates.root.items():
         for name, read in _checks(gate, summary):

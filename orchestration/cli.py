@@ -107,16 +107,16 @@ def main(argv: list[str] | None = None) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from orchestration.config import with_brain
-    from orchestration.run import demo_config, run_config
+    from orchestration.run import DEMO_GATES, demo_config, run_config
 
-    from callers.persona import list_personas
+    from callers.scenario import list_scenarios
 
-    calls = args.calls or len(list_personas())
+    calls = args.calls or 3 * len(list_scenarios())  # each scenario by three personas
     config = demo_config(calls, args.concurrency, args.seed)
     brain = _demo_brain(args)
     if brain is not None:
         config = with_brain(config, brain, where="--llm-* flags")  # a missing key fails here
-    return run_config(config, args.out)
+    return run_config(config, args.out, gates=DEMO_GATES)
 
 
 def _demo_brain(args: argparse.Namespace) -> dict | None:

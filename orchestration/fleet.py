@@ -12,6 +12,7 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
 from callers.persona import resolve_persona
+from callers.scenario import resolve_scenario
 from callers.record import CallRecord
 from callers.transport import Target
 from evaluation.scoring import score_call
@@ -102,12 +103,17 @@ def plan_specs(config: RunConfig, target: Target) -> list[dict[str, Any]]:
     else:
         chosen = list(zip(_interleaved(config.personas, total),
                           _interleaved(config.scenarios, total), strict=True))
+    # The embedded reference agent speaks every scenario's flow: each call asks for its own.
+    flows = ({name: resolve_scenario(name).flow for name in config.scenarios}
+             if config.target.url == "reference" else {})
     specs = []
     for i, (persona, scenario) in enumerate(chosen):
+        fields = target_fields
+        if flows.get(scenario):
+            fields = {**target_fields, "url": f"{target.url}?flow={flows[scenario]}"}
         specs.append({"call_id": f"c{i:05d}-{resolve_persona(persona).id}", "persona": persona,
                       "scenario": scenario, "seed": config.seed * 100_003 + i,
-                      "target": target_fields, "brain": brain,
-                      "max_call_s": config.fleet.max_call_s})
+                      "target": fields, "brain": brain, "max_call_s": config.fleet.max_call_s})
     return specs
 
 

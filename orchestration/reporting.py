@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from callers.errors import ConfigError
-from evaluation.gates import DEFAULT_GATES, Gates, apply_gates, gates_passed, parse_gates
+from evaluation.gates import DefaultGates, Gates, apply_gates, gates_passed, parse_gates
 from evaluation.junit import write_junit
 from evaluation.metrics import call_metrics
 from evaluation.scoring import reached_conversation
@@ -30,9 +30,9 @@ def finish_run(store: RunStore, records: list[dict[str, Any]], *, run_id: str, t
     parsed = parse_gates(gates)
     summary = summarize(records, run_id=run_id, target=target, planned=planned, partial=partial)
     apply_gates(summary, parsed)
-    # Kept so `callfleet report` re-judges the run by the gates it was run with (None: defaults).
-    summary["gate_config"] = (None if parsed is DEFAULT_GATES
-                              else parsed.model_dump(exclude_none=True))
+    # Kept so `callfleet report` re-judges the run by the gates it was run with.
+    summary["gate_config"] = parsed.model_dump(exclude_none=True)
+    summary["gates_measured_only"] = isinstance(parsed, DefaultGates)
     store.write_summary(summary)
     write_report(store.run_dir, summary, records)
     write_junit(store.run_dir, summary, records)
@@ -77,6 +77,8 @@ def rebuild_report(run_dir: Path, gates: Gates | Mapping[str, Any] | None = None
     old = _old_summary(run_dir)
     if gates is None and isinstance(old.get("gate_config"), Mapping):
         gates = parse_gates(old["gate_config"], where=f"{run_dir / SUMMARY_FILE}: gate_config")
+        if old.get("gates_measured_only"):
+            gates = DefaultGates.model_validate(gates.root)
     planned = (old.get("calls") or {}).get("planned") or len(records)
     run_id = old.get("run_id") or run_dir.name
     target = old.get("target") or (records[0].get("target", "") if records else "")

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import uuid
+from dataclasses import replace
 
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
@@ -13,6 +14,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from callers.loopback import is_loopback_url, keep_loopback_candidates, loopback_only
 from callers.transport import close_peer_connection
 from reference_agent.call import AgentCall, AgentKnobs, SpeechModels
+from reference_agent.flows import get_flow
 from reference_agent.turn_log import TurnLog
 
 log = logging.getLogger(__name__)
@@ -40,13 +42,25 @@ class AgentServer:
         )
         self.app.on_shutdown.append(self._close_all)
 
-    async def _answer(self, offer_sdp: str) -> tuple[str, str]:
+    def _knobs_for(self, request: web.Request) -> AgentKnobs:
+        """The knobs for one call: `?flow=NAME` picks the flow (one agent, every flow); a
+        --mishear slot the flow lacks does not apply to it. ValueError for an unknown flow."""
+        name = request.query.get("flow")
+        if not name:
+            return self.knobs
+        flow = get_flow(name)  # ValueError names the known flows
+        return replace(self.knobs, flow=name,
+                       mishear=frozenset(self.knobs.mishear) & set(flow.slot_names))
+
+    async def _answer(self, offer_sdp: str, knobs: AgentKnobs | None = None
+                      ) -> tuple[str, str]:
         if self.local:
             offer_sdp = keep_loopback_candidates(offer_sdp)
         # Local: no STUN (candidates come from callers.loopback); else aiortc's default STUN.
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]) if self.local else None)
         call_id = uuid.uuid4().hex[:12]
-        call = AgentCall(pc, self.models, self.knobs, turn_log=self.turn_log, call_id=call_id)
+        call = AgentCall(pc, self.models, knobs or self.knobs, turn_log=self.turn_log,
+                         call_id=call_id)
         self.calls[call_id] = call
         with loopback_only(self.local):
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
@@ -69,7 +83,11 @@ class AgentServer:
             return web.json_response({"error": "expected JSON {sdp, type}"}, status=400)
         if kind != "offer" or not str(sdp).startswith("v=0"):
             return web.json_response({"error": "expected an SDP offer"}, status=400)
-        call_id, answer = await self._answer(sdp)
+        try:
+            knobs = self._knobs_for(request)
+        except ValueError as e:
+            return web.json_response({"error": str(e)[:200]}, status=404)
+        call_id, answer = await self._answer(sdp, knobs)
         return web.json_response({"sdp": answer, "type": "answer", "call_id": call_id},
                                  headers={"X-Call-Id": call_id})
 
@@ -79,7 +97,11 @@ class AgentServer:
         sdp = await request.text()
         if not sdp.startswith("v=0"):
             return web.Response(status=400, text="expected an SDP offer")
-        call_id, answer = await self._answer(sdp)
+        try:
+            knobs = self._knobs_for(request)
+        except ValueError as e:
+            return web.Response(status=404, text=str(e)[:200])
+        call_id, answer = await self._answer(sdp, knobs)
         return web.Response(
             status=201,
             text=answer,

@@ -329,3 +329,17 @@ async def test_agent_answers_with_the_codec_the_caller_offers(codec, rtpmap):
     audio = answer.split("m=audio", 1)[1].split("\r\nm=", 1)[0]
     assert [line.split(" ", 1)[1] for line in audio.split("\r\n")
             if line.startswith("a=rtpmap:")] == [rtpmap]
+
+
+def test_one_agent_speaks_every_flow_chosen_per_call_by_query():
+    from aiohttp.test_utils import make_mocked_request
+
+    from reference_agent.server import AgentServer
+
+    server = AgentServer(SpeechModels(FakeSTT(), FakeTTS()),
+                         AgentKnobs(mishear=frozenset({"amount", "date"})))
+    assert server._knobs_for(make_mocked_request("POST", "/offer")) is server.knobs
+    booking = server._knobs_for(make_mocked_request("POST", "/offer?flow=restaurant_booking"))
+    assert booking.flow == "restaurant_booking" and booking.mishear == {"date"}
+    with pytest.raises(ValueError, match="unknown flow 'pizza'"):
+        server._knobs_for(make_mocked_request("POST", "/whip?flow=pizza"))
