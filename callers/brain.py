@@ -72,6 +72,8 @@ class Reply:
     corrections: tuple[str, ...] = ()  # facts the agent read back wrong, corrected here
     fallback_reason: str = ""  # why the brain's own decision was replaced ("" = it wasn't)
     aside: str = ""  # an off-topic remark the reply includes (a rambler's)
+    speak_after_ms: float | None = None  # after the agent stopped (None: the persona's timing)
+    audio: str | None = None  # a recorded turn (WAV) to play instead of synthesizing text
 
 
 def default_facts(persona: Persona) -> CallFacts:

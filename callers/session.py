@@ -14,7 +14,7 @@ from aiortc import RTCPeerConnection
 from callers.agent_messages import AgentMessages, client_ready
 from callers.audio import STT_RATE, write_stereo_wav
 from callers.behaviour import AgentTurnPlan, CallerBehaviour
-from callers.brain import Brain, ScriptedBrain, says_goodbye
+from callers.brain import Brain, Reply, default_facts, says_goodbye
 from callers.caller_voice import CallerVoice, caller_line
 from callers.errors import CallFailed
 from callers.loopback import candidate_addresses, loopback_only
@@ -30,7 +30,8 @@ from callers.media import (
 from callers.network import network_stats
 from callers.persona import Persona
 from callers.record import CallRecord, TimelineEvent, Turn
-from callers.scenario import CallFacts
+from callers.scenario import CallFacts, ScriptTurn
+from callers.script import ScriptBrain, brain_for, wav_utterance
 from callers.stt import Transcriber, warm_up
 from callers.transport import (
     Target,
@@ -110,8 +111,10 @@ class CallSession:
         self.models = models
         self.limits = limits
         self.audio_path = audio_path
-        self.brain = brain or ScriptedBrain(persona, seed, facts)
+        self.brain = brain or brain_for(persona, seed, facts or default_facts(persona))
         self.call_facts = self.brain.call_facts
+        # A fixed script decides everything: no persona behaviour is drawn.
+        self.script = self.brain if isinstance(self.brain, ScriptBrain) else None
         self.behaviour = CallerBehaviour(persona, seed)
         self.seed = seed
         self.codec = persona.line.codec or target.codec
@@ -327,20 +330,23 @@ class CallSession:
     async def _respond(self, agent_text: str) -> bool:
         """Reply to the agent's finished turn (or don't); True if the caller hangs up."""
         barged_in, self._barged_in = self._barged_in, False
-        if barged_in and self.brain.classify(agent_text) in {*self.brain.facts_given, "other"}:
+        if (barged_in and self.script is None
+                and self.brain.classify(agent_text) in {*self.brain.facts_given, "other"}):
             # Interrupted, this turn asks nothing new (its question was cut off or answered by
             # the barge-in); an agent that talked on to a new question still gets an answer.
             return False
-        if self.behaviour.stay_silent():
+        if self.script is None and self.behaviour.stay_silent():
             self._event("caller_silence")
             return False
         return await self._answer(agent_text)
 
     async def _answer(self, agent_text: str) -> bool:
         """Decide and speak the caller's reply; True if the caller hangs up after it."""
-        speak_at = self.last_agent_end_ms + self.persona.temperament.reply_after_ms
         history = [(t.speaker, t.text) for t in self.turns]
         reply = await self._unless_ended(self.brain.reply(agent_text, history))
+        after_ms = (self.persona.temperament.reply_after_ms if reply.speak_after_ms is None
+                    else reply.speak_after_ms)
+        speak_at = self.last_agent_end_ms + after_ms
         goal = self.brain.goal_facts
         if reply.intent in goal:
             self.asked.update({reply.intent, *reply.facts} & goal)
@@ -354,9 +360,8 @@ class CallSession:
             self._event("caller_correction", facts=list(reply.corrections))
         if reply.aside:
             self._event("caller_aside", text=reply.aside)
-        if reply.text:
-            utterance = await self._unless_ended(
-                self.voice.utterance(reply.text, hesitation=self.behaviour.hesitation()))
+        utterance = await self._utterance_for(reply)
+        if utterance is not None:
             late = self.clock.ms() + self.playout.delay_ms - speak_at
             if late > 0:  # decided after its planned time: an overloaded caller, counted
                 self.reply_late_ms.append(round(late, 1))
@@ -364,6 +369,15 @@ class CallSession:
         if reply.end_call:
             self._event("hangup", by="caller")
         return reply.end_call
+
+    async def _utterance_for(self, reply: Reply) -> Utterance | None:
+        """The reply's audio: a recorded turn, or its text in the persona's voice."""
+        if reply.audio:
+            return await asyncio.to_thread(wav_utterance, reply.audio)
+        if not reply.text:
+            return None
+        hesitation = None if self.script else self.behaviour.hesitation()
+        return await self._unless_ended(self.voice.utterance(reply.text, hesitation=hesitation))
 
     async def _say(self, utterance: Utterance, start_at_ms: float | None = None) -> None:
         """Play utterance to its end, or until the call ends (cut: the part heard is a turn)."""
@@ -404,6 +418,20 @@ class CallSession:
                 self._event("caller_barge_in", intent=reply.intent)
             await self._say(utterance, start_at_ms=at_ms)
 
+    async def _interject(self, turn: ScriptTurn, turn_start_ms: float) -> None:
+        """A scripted turn said into the agent's turn, at its exact offset."""
+        if turn.wav:
+            utterance = await asyncio.to_thread(wav_utterance, turn.wav, mode=turn.mode)
+        else:
+            utterance = await self.voice.utterance(turn.say or "", mode=turn.mode)
+        utterance.turn_end = turn.mode != "backchannel"
+        if turn.mode == "barge_in":
+            self._barged_in = True
+            self._event("caller_barge_in", intent="script")
+        await self._say(utterance, start_at_ms=turn_start_ms + (turn.into_agent_turn_ms or 0))
+        if self.script is not None and self.script.goal_met:
+            self._end("hangup", by="caller")  # the script's last turn was said
+
     # --- callbacks from media and data channel --------------------------------------
 
     def _on_track(self, track) -> None:
@@ -427,6 +455,12 @@ class CallSession:
             self.agent_spoke.set()
             if not self._turn_planned and self.voice is not None:
                 self._turn_planned = True  # one plan per agent turn, however VAD splits it
+                if self.script is not None:
+                    turn = self.script.interjection()
+                    if turn is not None:
+                        self._tasks.append(asyncio.create_task(
+                            self._interject(turn, event.t_ms), name="caller-script"))
+                    return
                 plan = self.behaviour.plan_agent_turn()
                 if plan != AgentTurnPlan():
                     self._tasks.append(asyncio.create_task(
@@ -492,7 +526,7 @@ class CallSession:
         if self.media_lost:
             limit_s = self.limits.media_timeout_s
             self._fail("media_timeout", f"no agent audio for {limit_s:g} s, and no hang-up")
-        elif not missing:
+        elif self.brain.goal_met:
             self.record.status = "completed"
         elif self.gave_up:
             wait_s = self.persona.temperament.max_wait_s
@@ -506,6 +540,9 @@ class CallSession:
                 detail = "; ".join(filter(None, [
                     detail, "asked, not answered: " + ", ".join(sorted(missing & self.asked))]))
             self._fail("goal_not_met", detail)
+        elif self.script is not None:
+            said, total = self.script.said_turns, len(self.script.turns)
+            self._fail("remote_hangup_early", f"mid-flow; {said} of {total} script turns said")
         else:
             self._fail("remote_hangup_early",
                        "mid-flow; goal facts never said: " + ", ".join(sorted(missing)))

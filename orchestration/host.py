@@ -12,12 +12,13 @@ from typing import Any
 
 import numpy as np
 
-from callers.brain import Brain, ScriptedBrain
+from callers.brain import Brain, default_facts
 from callers.llm_brain import LLMBrain
 from callers.persona import Persona, resolve_persona
 from callers.record import CallRecord
 from callers.scenario import (DEFAULT_SCENARIO, CallFacts, Scenario, facts_for,
                               resolve_scenario)
+from callers.script import brain_for
 from callers.session import CallerModels, CallSession, SessionLimits, load_caller_models
 from callers.transport import Target
 from orchestration.config import LLMBrainConfig, brain_config
@@ -66,9 +67,10 @@ def make_brain(section: dict[str, Any] | None, persona: Persona, seed: int,
                facts: CallFacts | None = None) -> Brain:
     """A fresh brain for one call from the spec's brain section (None = scripted)."""
     config = brain_config(section)
-    if isinstance(config, LLMBrainConfig):  # the key is read from its variable, here only
-        return LLMBrain(persona, seed, config, facts=facts)
-    return ScriptedBrain(persona, seed, facts)
+    facts = facts or default_facts(persona)
+    if isinstance(config, LLMBrainConfig) and not facts.scenario.script:
+        return LLMBrain(persona, seed, config, facts=facts)  # reads the key, here only
+    return brain_for(persona, seed, facts)  # a scripted scenario decides nothing
 
 
 class CallerHostImpl:
