@@ -327,8 +327,11 @@ class ScriptedBrain(Brain):
     def _corrections(self, agent_text: str) -> list[str]:
         """The wrong read-backs this turn corrects: all of them with the persona's correction
         probability, else none (the caller lets them pass). One draw per turn that has any."""
-        wrong = typed.wrong_read_backs(agent_text, self.call_facts.typed_facts,
-                                       self.call_facts.phrases)
+        wrong = [name for name in typed.wrong_read_backs(
+                     agent_text, self.call_facts.typed_facts, self.call_facts.phrases)
+                 # "I couldn't update the order" is no read-back of a yes/no answer: a caller
+                 # that "corrected" it would contradict itself.
+                 if self.call_facts[name].type != "yes_no"]
         p = self.persona.behaviours.correction.probability
         if wrong and self._correction_rng.random() >= p:
             return []

@@ -93,3 +93,14 @@ facts:
     assert record["status"] == "completed"
     assert record["agent_state"]["entities"]["text_updates"] == "no"
     assert all(record["understanding"]["correct"].values()), record["understanding"]
+
+
+def test_a_yes_no_answer_is_never_corrected_from_a_sentence_with_a_negation():
+    from callers.scenario import resolve_scenario
+
+    persona = resolve_persona("corrector-david")
+    brain = ScriptedBrain(persona, 1, facts_for(resolve_scenario("order-status"),
+                                                persona.facts))
+    reply = brain.decide("I'm sorry, I couldn't update the order without all the details. "
+                         "Is there anything else I can help you with?")
+    assert reply.corrections == () and "No, it's" not in reply.text
