@@ -23,6 +23,7 @@ from callers.facts import (
     spell,
     wrong_read_backs,
 )
+from callers.facts.speak import phone_words
 
 # --- parsing scenario values ------------------------------------------------------------------
 
@@ -134,7 +135,10 @@ def test_speak_examples():
     assert speak("time", "19:30") == "seven thirty p.m."
     assert speak("time", "07:05") == "seven oh five a.m."
     assert speak("time", "12:00") == "twelve noon"
-    assert speak("phone", "+1 415 555 0134") == "four one five, five five five, zero one three four"
+    assert speak("phone", "+1 415 555 0134") == \
+        "four, one, five; five, five, five; zero, one, three, four"
+    assert phone_words("4155550134", natural=True) == \
+        "four one five, five five five, zero one three four"
     assert speak("email", "j.smith@example.com") == "j dot smith at example dot com"
     assert speak("email", "bob_r42@mail.co.uk") == \
         "bob underscore r four two at mail dot c o dot u k"

@@ -16,11 +16,11 @@ ask (ask phrases), match (same, read-backs).
 from callers.facts.ask import ask_patterns, ask_phrases, asked_fact
 from callers.facts.find import Candidate, find, scan
 from callers.facts.match import read_backs, same, wrong_read_backs
-from callers.facts.speak import money_words, number_words, speak, spell
+from callers.facts.speak import money_words, number_words, phone_words, speak, spell
 from callers.facts.values import TYPES, Fact, check_type, choice_table, equal, parse, similar_names
 
 __all__ = [
     "TYPES", "Candidate", "Fact", "ask_patterns", "ask_phrases", "asked_fact", "check_type",
-    "choice_table", "equal", "find", "money_words", "number_words", "parse", "read_backs", "same",
-    "scan", "similar_names", "speak", "spell", "wrong_read_backs",
+    "choice_table", "equal", "find", "money_words", "number_words", "parse", "phone_words",
+    "read_backs", "same", "scan", "similar_names", "speak", "spell", "wrong_read_backs",
 ]

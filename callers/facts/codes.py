@@ -12,7 +12,7 @@ from callers.facts.words import DIGIT_WORDS, LETTER_NAMES, NATO
 
 # --- phone numbers ---------------------------------------------------------------------------
 
-_PHONE_TOKEN = re.compile(r"\+|\d+|[A-Za-z]+|[-().,/]|\S")
+_PHONE_TOKEN = re.compile(r"\+|\d+|[A-Za-z]+|[-().,;/]|\S")
 
 
 def _scan_phones(t: str) -> list[Candidate]:
@@ -39,7 +39,7 @@ def _scan_phones(t: str) -> list[Candidate]:
             elif low in ("+", "plus") and not digits:
                 plus = True
                 start = tokens[j].start()
-            elif tok in "-().,/" and (digits or tok == "("):
+            elif tok in "-().,;/" and (digits or tok == "("):
                 start = tokens[j].start() if start is None else start
             else:
                 break

@@ -105,25 +105,17 @@ def _digit_groups(digits: str) -> list[str]:
     return groups + [digits[cut + 4 * k:cut + 4 * k + 4] for k in range(fours)]
 
 
-def _phone(value: str, rng: random.Random, chatty: bool) -> str:
-    plus = value.startswith("+")
-    zero = "oh" if chatty and rng.random() < 0.5 else "zero"
-    double = chatty and rng.random() < 0.5
-    spoken = []
-    for group in _digit_groups(value.lstrip("+")):
-        words, i = [], 0
-        while i < len(group):
-            d = group[i]
-            word = zero if d == "0" else digit_word(d)
-            run = len(group[i:]) - len(group[i:].lstrip(d))
-            if double and run == 2:
-                words.append(f"double {word}")
-                i += 2
-                continue
-            words.append(word)
-            i += 1
-        spoken.append(" ".join(words))
-    return ("plus " if plus else "") + ", ".join(spoken)
+def phone_words(value: str, *, natural: bool = False) -> str:
+    """A canonical phone number in digit groups. Default: a comma after each digit and a
+    semicolon between groups ("four, one, five; five, five, five; zero, one, three, four"):
+    through Piper and Whisper tiny it came back whole for 10 of 12 numbers, where the way
+    people run digits together ("four one five, five five five, ...", natural=True) came back
+    for 7 of 12: Whisper dropped one of three repeated digits ("415-55-0134")."""
+    plus = "plus " if value.startswith("+") else ""
+    groups = _digit_groups(value.lstrip("+"))
+    if natural:
+        return plus + ", ".join(" ".join(digit_word(d) for d in g) for g in groups)
+    return plus + "; ".join(", ".join(digit_word(d) for d in g) for g in groups)
 
 
 _JOINERS = {".": "dot", "_": "underscore", "-": "dash", "+": "plus"}
@@ -188,7 +180,7 @@ def speak(type: str, value, *, rng: random.Random | int | None = None,
     if type == "time":
         return _time(canon, r, chatty)
     if type == "phone":
-        return _phone(canon, r, chatty)
+        return phone_words(canon)
     if type == "email":
         return _email(canon)
     if type == "yes_no":
