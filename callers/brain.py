@@ -115,14 +115,17 @@ class Questions:
         return key in self.facts.names and self.facts[key].spec.opener
 
     def _matches(self, agent_text: str) -> list[tuple[int, str]]:
-        """(end of match, key) for every question asked; facts only outside read-backs."""
+        """(end of match, key) for every question asked; a fact not where it is read back."""
         found: list[tuple[int, str]] = []
         offset = 0
         for sentence in re.split(r"(?<=[.?!;])\s+", agent_text):
             text = plain(sentence)
-            if not typed.read_backs(sentence, self.facts.typed_facts, self.facts.phrases):
-                asked = [(offset + m.end(), item.name) for item in self.facts
-                         for p in item.patterns for m in re.finditer(p, text)]
+            # A fact read back in this sentence is not asked for in it ("I have your name as
+            # Maria, for how many people?" asks the party size).
+            read = typed.read_backs(sentence, self.facts.typed_facts, self.facts.phrases)
+            asked = [(offset + m.end(), item.name) for item in self.facts if item.name not in read
+                     for p in item.patterns for m in re.finditer(p, text)]
+            if asked:
                 if self.full_name and self._asks_whole_name(text):  # not just the first name
                     asked = [(end, "full_name" if key == "first_name" else key)
                              for end, key in asked]
@@ -340,6 +343,7 @@ class ScriptedBrain(Brain):
     def _correction_text(self, index: int, name: str) -> str:
         item = self.call_facts[name]
         lead = "No, it's" if index == 0 else "And it's"
-        if item.type == "name":  # spelled out: the agent misheard the sound
-            return f"{lead} {item.value}, {'-'.join(item.value.upper())}."
+        if item.type == "name":  # spelled out, word by word: the agent misheard the sound
+            spelled = " ".join("-".join(word.upper()) for word in item.value.split())
+            return f"{lead} {item.value}, {spelled}."
         return f"{lead} {typed.speak(item.type, item.value, options=item.spec.options)}."

@@ -367,3 +367,24 @@ def test_a_rambler_adds_asides_after_the_answer_and_others_never_do():
     assert reply.facts == ("last_name",)
     plain = ScriptedBrain(JOHN, seed=3).decide("What is your last name?")
     assert not any(aside in plain.text for aside in rambler.asides)
+
+
+def test_a_question_in_the_same_sentence_as_a_read_back_is_answered():
+    # Whisper ran the read-back and the next question together, without a full stop.
+    from callers.scenario import facts_for, resolve_scenario
+
+    maria = find_persona("hesitant-maria")
+    brain = ScriptedBrain(maria, 1, facts_for(resolve_scenario("restaurant-booking"),
+                                              maria.facts))
+    assert brain.classify("Thank you. I have your name as Maria Garcia for how many people.") \
+        == "party_size"
+
+
+def test_a_misheard_full_name_is_spelled_word_by_word():
+    from callers.scenario import facts_for, resolve_scenario
+
+    maria = find_persona("hesitant-maria")
+    brain = ScriptedBrain(maria, 1, facts_for(resolve_scenario("restaurant-booking"),
+                                              maria.facts))
+    reply = brain.decide("I have your name as Maria Garza. For how many people?")
+    assert reply.text.startswith("No, it's Maria Garcia, M-A-R-I-A G-A-R-C-I-A.")
