@@ -8,6 +8,12 @@ FAILURE_REASONS = {
     "signaling_timeout": "the target did not answer signaling in time",
     "signaling_bad_answer": "the target answered signaling with something that is not an SDP answer",
     "ice_timeout": "the media connection was not established in time",
+    # WebSocket media streams (twilio-ws, pcm-ws); a refused handshake is ws_handshake_http_<code>
+    "ws_unreachable": "the WebSocket target did not accept a connection",
+    "ws_handshake_timeout": "the WebSocket handshake did not complete in time",
+    "ws_tls_error": "the TLS handshake with a wss:// target failed (certificate or protocol)",
+    "ws_closed_early": "the agent closed the WebSocket before it said anything",
+    "ws_bad_message": "the agent sent something the media stream protocol does not allow",
     "no_agent_audio": "the agent never spoke",
     "media_timeout": "the agent's audio stopped arriving mid-call (no close, no BYE)",
     "remote_hangup_early": "the agent hung up mid-flow, before the caller's goal was met",
@@ -20,7 +26,8 @@ FAILURE_REASONS = {
 
 
 class CallFailed(Exception):
-    """Ends a call as failed with one reason from FAILURE_REASONS (or signaling_http_<code>)."""
+    """Ends a call as failed with one reason from FAILURE_REASONS (or signaling_http_<code>,
+    ws_handshake_http_<code>)."""
 
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)

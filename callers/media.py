@@ -1,4 +1,5 @@
-"""Media in and out of an aiortc peer connection, stamped on one monotonic clock."""
+"""Media in and out of a call, stamped on one monotonic clock: the outgoing 20 ms pacer and
+playout (every transport), and aiortc's receive path (WebRTC)."""
 
 from __future__ import annotations
 
@@ -194,6 +195,16 @@ class OutgoingAudioTrack(MediaStreamTrack):
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
+        _, pcm48, _ = await self.paced_frame()
+        frame = av.AudioFrame.from_ndarray(pcm48.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = WIRE_RATE
+        frame.pts = self._pts - WIRE_FRAME
+        frame.time_base = Fraction(1, WIRE_RATE)
+        return frame
+
+    async def paced_frame(self) -> tuple[float, np.ndarray, np.ndarray]:
+        """The next 20 ms (t_ms, 48 kHz, 16 kHz), once its deadline has come: every transport
+        sends these (aiortc through recv(), a WebSocket sender loop directly)."""
         if self._start is None:
             self._start = time.monotonic()
         else:
@@ -207,12 +218,8 @@ class OutgoingAudioTrack(MediaStreamTrack):
         if self.line is not None:
             pcm48, pcm16 = self.line.process(pcm48)
         self.sent16.append((t_ms, pcm16))
-        frame = av.AudioFrame.from_ndarray(pcm48.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = WIRE_RATE
-        frame.pts = self._pts
-        frame.time_base = Fraction(1, WIRE_RATE)
         self._pts += WIRE_FRAME
-        return frame
+        return t_ms, pcm48, pcm16
 
 
 class PacketArrivals:

@@ -9,37 +9,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from aiortc import RTCPeerConnection
 
-from callers.agent_messages import AgentMessages, client_ready
+from callers.agent_messages import AgentMessages
 from callers.audio import STT_RATE, write_stereo_wav
 from callers.behaviour import AgentTurnPlan, CallerBehaviour
 from callers.brain import Brain, Reply, default_facts, says_goodbye
 from callers.caller_voice import CallerVoice, caller_line
 from callers.errors import CallFailed
-from callers.loopback import candidate_addresses, loopback_only
-from callers.media import (
-    Clock,
-    OutgoingAudioTrack,
-    Playout,
-    ReceiveStats,
-    Utterance,
-    place_on_timeline,
-    received_frames,
-)
-from callers.network import network_stats
+from callers.media import Clock, OutgoingAudioTrack, Playout, Utterance, place_on_timeline
 from callers.persona import Persona
 from callers.record import CallRecord, TimelineEvent, Turn
 from callers.scenario import CallFacts, ScriptTurn
 from callers.script import ScriptBrain, brain_for, wav_utterance
 from callers.stt import Transcriber, warm_up
-from callers.transport import (
-    Target,
-    close_peer_connection,
-    make_signaling,
-    new_peer_connection,
-    prefer_codec,
-)
+from callers.transport import Target
+from callers.transports import CallTransport, TransportEvents, make_transport
 from callers.tts import Synthesizer
 from callers.vad import SpeechSegment, SpeechSegmenter
 
@@ -134,7 +118,7 @@ class CallSession:
         self.received16: list[tuple[float, np.ndarray]] = []
         self.agent_segments: asyncio.Queue[SpeechSegment] = asyncio.Queue()
         self.segmenter = SpeechSegmenter(hangover_ms=300)
-        self.receive_stats = ReceiveStats()  # measured jitter-buffer depth -> record.network
+        self.transport: CallTransport | None = None  # made in run(): callers/transports/
         self.last_agent_end_ms = 0.0
         self.last_caller_end_ms = 0.0
         self.gave_up = False  # the caller hung up because the agent left it waiting
@@ -147,9 +131,6 @@ class CallSession:
         self.asked: set[str] = set()  # goal facts the agent asked for
         self._unheard: list[SpeechSegment] = []  # an agent segment being transcribed
         self.agent_messages = AgentMessages(target.state_format)
-        self.agent_call_id: str | None = None
-        self.local_candidates: list[str] = []
-        self.remote_candidates: list[str] = []
         self._tasks: list[asyncio.Task] = []
         self.voice: CallerVoice | None = None
         self._turn_planned = False  # the agent's current turn already has its plan
@@ -160,11 +141,12 @@ class CallSession:
 
     async def run(self) -> CallRecord:
         self.record.started_at = time.time()
-        pc = new_peer_connection(self.target)
-        signaling = make_signaling(self.target)
+        self.transport = make_transport(
+            self.target, self.clock, self.track,
+            TransportEvents(message=self._on_agent_message, end=self._end), codec=self.codec)
         try:
             await self._prepare_voice()
-            await self._connect(pc, signaling)
+            await self._connect()
             await asyncio.wait_for(self._converse(), self.limits.max_call_s)
             self._finish_ok()
         except CallFailed as e:
@@ -175,7 +157,7 @@ class CallSession:
             log.exception("call %s crashed", self.record.call_id)
             self._fail("caller_error", f"{type(e).__name__}: {e}")
         finally:
-            await self._hang_up(pc, signaling)
+            await self._hang_up()
         return self.record
 
     async def _prepare_voice(self) -> None:
@@ -187,27 +169,13 @@ class CallSession:
             self.track.line = line
             self.playout.delay_ms = line.delay_ms
 
-    async def _connect(self, pc: RTCPeerConnection, signaling) -> None:
-        self._read_channel(pc.createDataChannel(self.target.state_channel))
-        pc.on("datachannel", self._read_channel)  # channels the agent opens itself
-        pc.addTrack(self.track)
-        prefer_codec(pc.getTransceivers()[0], self.codec)
-        pc.on("track", self._on_track)
-        pc.on("connectionstatechange", lambda: self._on_connection_state(pc))
-        with loopback_only(self.target.local):
-            await pc.setLocalDescription(await pc.createOffer())
-        self.local_candidates = candidate_addresses(pc.localDescription.sdp)
-        answer = await signaling.exchange(pc.localDescription)
-        self.agent_call_id = signaling.agent_call_id
-        self.remote_candidates = candidate_addresses(answer.sdp)
-        await pc.setRemoteDescription(answer)
-        deadline = time.monotonic() + self.limits.connect_timeout_s
-        while pc.connectionState != "connected":
-            if pc.connectionState in ("failed", "closed") or time.monotonic() > deadline:
-                raise CallFailed("ice_timeout", f"connection state {pc.connectionState}")
-            await asyncio.sleep(0.02)
+    async def _connect(self) -> None:
+        await self.transport.connect(self.limits.connect_timeout_s)
         self._event("connected")
-        self._tasks.append(asyncio.create_task(self._watch_media(), name="caller-media-watch"))
+        self._tasks.append(asyncio.create_task(self._listen(), name="caller-listen"))
+        if self.transport.continuous_media:
+            self._tasks.append(asyncio.create_task(self._watch_media(),
+                                                   name="caller-media-watch"))
 
     async def _converse(self) -> None:
         """The conversation until either side ends it; then the agent's last words."""
@@ -432,22 +400,19 @@ class CallSession:
         if self.script is not None and self.script.goal_met:
             self._end("hangup", by="caller")  # the script's last turn was said
 
-    # --- callbacks from media and data channel --------------------------------------
+    # --- callbacks from the transport ---------------------------------------------------
 
-    def _on_track(self, track) -> None:
-        if track.kind == "audio":
-            self._tasks.append(asyncio.create_task(self._listen(track), name="caller-listen"))
-
-    async def _listen(self, track) -> None:
+    async def _listen(self) -> None:
         """Consume every agent frame: keep it for the recording and run VAD on it."""
-        async for t_ms, frame in received_frames(track, self.clock, self.receive_stats):
+        async for t_ms, frame in self.transport.incoming():
             self.last_media_ms = self.clock.ms()
             self.received16.append((t_ms, frame))
             for event in self.segmenter.push(frame, t_ms):
                 self._on_agent_vad(event)
         for event in self.segmenter.flush():
             self._on_agent_vad(event)
-        self._end("agent_track_ended")  # a BYE, or the agent's transport closed
+        kind, detail = self.transport.media_end()  # a BYE, a closed socket
+        self._end(kind, **detail)
 
     def _on_agent_vad(self, event) -> None:
         if event.kind == "start":
@@ -487,17 +452,6 @@ class CallSession:
         if kind == "speech_end" and last_part and utterance.turn_end:
             self._event("caller_turn_end", t_ms=t_ms)
 
-    def _read_channel(self, channel) -> None:
-        """Read every message of a data channel (ours, or one the agent opened)."""
-        channel.on("message", lambda message: self._on_agent_message(channel.label, message))
-        if self.target.state_format == "rtvi":
-            def hello() -> None:
-                channel.send(client_ready())
-            if channel.readyState == "open":
-                hello()
-            else:
-                channel.on("open", hello)
-
     def _on_agent_message(self, label: str, message) -> None:
         t_ms = self.clock.ms()
         report = self.agent_messages.receive(label, message, t_ms)
@@ -512,10 +466,6 @@ class CallSession:
         if report.hangup:
             self._end("hangup", by="agent")
 
-    def _on_connection_state(self, pc: RTCPeerConnection) -> None:
-        if pc.connectionState in ("failed", "closed"):
-            self._end("connection_" + pc.connectionState)
-
     # --- ending -----------------------------------------------------------------------
 
     def _event(self, kind: str, t_ms: float | None = None, **detail) -> None:
@@ -523,11 +473,14 @@ class CallSession:
 
     def _finish_ok(self) -> None:
         missing = self.brain.goal_facts - self.brain.facts_given
+        closed_early = self.transport is not None and self.transport.closed_before_audio()
         if self.media_lost:
             limit_s = self.limits.media_timeout_s
             self._fail("media_timeout", f"no agent audio for {limit_s:g} s, and no hang-up")
         elif self.brain.goal_met:
             self.record.status = "completed"
+        elif closed_early and not self.agent_spoke.is_set():
+            self._fail("ws_closed_early", "the agent closed the WebSocket before it said anything")
         elif self.gave_up:
             wait_s = self.persona.temperament.max_wait_s
             self._fail("caller_gave_up", f"the agent left the caller waiting {wait_s:g} s")
@@ -557,15 +510,12 @@ class CallSession:
         self.record.failure_reason = reason
         self.record.failure_detail = detail or None
 
-    async def _hang_up(self, pc: RTCPeerConnection, signaling) -> None:
-        try:
-            clock_rate = 8000 if self.codec == "pcmu" else 48_000
-            self.record.network = await asyncio.wait_for(network_stats(pc, clock_rate), 2.0)
-        except Exception as e:  # stats are a nice-to-have; the record must still be written
-            log.debug("getStats failed: %s", e)
+    async def _hang_up(self) -> None:
+        if self.transport is not None:
+            self.record.network = await self.transport.network_stats()
         self.track.stop()
-        await signaling.hangup()
-        await close_peer_connection(pc)
+        if self.transport is not None:
+            await self.transport.close()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -584,16 +534,14 @@ class CallSession:
         rec.turns = [t.__dict__ | {"start_ms": round(t.start_ms, 1), "end_ms": round(t.end_ms, 1)}
                      for t in sorted(self.turns, key=lambda t: t.start_ms)]
         rec.events = [e.to_dict() for e in sorted(self.events, key=lambda e: e.t_ms)]
-        rec.network = {**(rec.network or {}), **self.receive_stats.summary()}
         late = self.track.lateness_ms
         rec.generator = {
             "pacing_late_ms_p99": round(float(np.percentile(late, 99)), 2) if late else None,
             "frames_sent": len(late),
             "reply_late_ms": self.reply_late_ms,
         }
-        rec.transport = {"codec": self.codec, "local_candidates": self.local_candidates,
-                         "remote_candidates": self.remote_candidates,
-                         "agent_call_id": self.agent_call_id}
+        rec.transport = (self.transport.describe() if self.transport is not None
+                         else {"kind": self.target.transport})
         rec.agent_messages = self.agent_messages.kept
         rec.facts_given = sorted(self.brain.facts_given)
         rec.facts = self.call_facts.graded()

@@ -1,4 +1,5 @@
-"""WebRTC transport: signaling adapters (json-offer, WHIP) and a bounded peer-connection life."""
+"""The target (every transport's options), and WebRTC's signaling adapters (json-offer, WHIP)
+and a bounded peer-connection life (callers/transports/webrtc.py uses them)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,15 @@ class Target:
     # their own: every channel is read) and the message format (callers.agent_messages).
     state_channel: str = "agent-state"
     state_format: str = "auto"  # "auto" | "entities-json" | "rtvi"
+    # How the call is carried: "webrtc" (url: the signaling endpoint), "twilio-ws" or "pcm-ws"
+    # (url: ws:// or wss://); see callers/transports/.
+    transport: str = "webrtc"
+    headers: tuple[tuple[str, str], ...] = ()  # extra handshake headers (WebSocket transports)
+    ca_file: str | None = None  # a CA bundle for wss:// (verification is always on)
+    sample_rate: int = 16_000  # pcm-ws: the PCM rate, both ways
+    hangup_message: str | None = None  # pcm-ws: text sent before the caller closes the socket
+    custom_parameters: tuple[tuple[str, str], ...] = ()  # twilio-ws: start.customParameters
+    account_sid: str | None = None  # twilio-ws: start.accountSid (else a random AC...)
 
     @property
     def local(self) -> bool:

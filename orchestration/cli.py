@@ -24,6 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--concurrency", type=_positive_int, default=3)
     demo.add_argument("--out", type=Path, default=Path("runs"), help="parent of the run dir")
     demo.add_argument("--seed", type=int, default=1)
+    demo.add_argument("--transport", choices=("webrtc", "twilio-ws", "pcm-ws"), default="webrtc",
+                      help="how the callers reach the reference agent")
     demo.add_argument("--llm-base-url", metavar="URL", default=None,
                       help="callers talk via an OpenAI-compatible LLM at URL (with --llm-model)")
     demo.add_argument("--llm-model", metavar="NAME", default=None)
@@ -112,7 +114,7 @@ def _demo(args: argparse.Namespace) -> int:
     from callers.scenario import list_scenarios
 
     calls = args.calls or 3 * len(list_scenarios())  # each scenario by three personas
-    config = demo_config(calls, args.concurrency, args.seed)
+    config = demo_config(calls, args.concurrency, args.seed, args.transport)
     brain = _demo_brain(args)
     if brain is not None:
         config = with_brain(config, brain, where="--llm-* flags")  # a missing key fails here

@@ -26,23 +26,70 @@ class AgentStateConfig(_Model):
     format: Literal["auto", "entities-json", "rtvi"] = "auto"
 
 
+WEBRTC_ONLY = ("signaling", "codec", "agent_state")
+WEBSOCKET_ONLY = ("headers", "ca_file")
+TRANSPORT_ONLY = {"pcm-ws": ("sample_rate", "hangup_message"),
+                  "twilio-ws": ("custom_parameters", "account_sid")}
+
+
 class TargetConfig(_Model):
-    """Who to call. `url: reference` starts the embedded reference agent on loopback."""
+    """Who to call. `url: reference` starts the embedded reference agent on loopback (its
+    /offer or /whip for webrtc, its /pcm or /twilio WebSocket for pcm-ws and twilio-ws)."""
 
     url: str = "reference"
+    transport: Literal["webrtc", "twilio-ws", "pcm-ws"] = "webrtc"
     signaling: Literal["json-offer", "whip"] = "json-offer"
     token_env: str | None = None
     codec: Literal["opus", "pcmu"] = "opus"
     agent_state: AgentStateConfig = AgentStateConfig()
     reference_agent_args: list[str] = Field(default_factory=list)
+    # WebSocket transports
+    headers: dict[str, str] = Field(default_factory=dict)
+    ca_file: str | None = None
+    sample_rate: int = Field(16_000, ge=8000, le=48_000)  # pcm-ws
+    hangup_message: str | None = None  # pcm-ws, e.g. '{"type": "hangup"}'
+    custom_parameters: dict[str, str] = Field(default_factory=dict)  # twilio-ws
+    account_sid: str | None = None  # twilio-ws
+
+    @model_validator(mode="after")
+    def _options_fit_the_transport(self) -> TargetConfig:
+        websocket = self.transport != "webrtc"
+        if self.url != "reference":
+            scheme = self.url.split("://", 1)[0].lower() if "://" in self.url else ""
+            wanted = ("ws", "wss") if websocket else ("http", "https")
+            if scheme not in wanted:
+                raise ValueError(f"url {self.url!r}: {self.transport} expects a "
+                                 f"{' or '.join(w + '://' for w in wanted)} URL")
+        given = self.model_fields_set
+        wrong = [f for f in (WEBRTC_ONLY if websocket else WEBSOCKET_ONLY) if f in given]
+        wrong += [f for t, fields in TRANSPORT_ONLY.items() if t != self.transport
+                  for f in fields if f in given]
+        if wrong:
+            raise ValueError(f"{wrong[0]} does not apply to transport {self.transport}")
+        if self.sample_rate % 50:
+            raise ValueError(f"sample_rate {self.sample_rate}: 20 ms frames need a multiple "
+                             "of 50 Hz")
+        if self.ca_file is not None and not Path(self.ca_file).is_file():
+            raise ValueError(f"ca_file {self.ca_file}: no such file")
+        if self.hangup_message is not None and not self.hangup_message.strip():
+            raise ValueError("hangup_message is empty")
+        return self
 
     def to_target(self, base_url: str | None = None) -> Target:
         url = self.url
         if url == "reference":
-            url = f"{base_url}/whip" if self.signaling == "whip" else f"{base_url}/offer"
+            if self.transport == "webrtc":
+                url = f"{base_url}/whip" if self.signaling == "whip" else f"{base_url}/offer"
+            else:
+                ws_base = "ws" + (base_url or "").removeprefix("http")
+                url = f"{ws_base}/{'pcm' if self.transport == 'pcm-ws' else 'twilio'}"
         return Target(url, signaling=self.signaling, token_env=self.token_env, codec=self.codec,
                       state_channel=self.agent_state.channel,
-                      state_format=self.agent_state.format)
+                      state_format=self.agent_state.format, transport=self.transport,
+                      headers=tuple(self.headers.items()), ca_file=self.ca_file,
+                      sample_rate=self.sample_rate, hangup_message=self.hangup_message,
+                      custom_parameters=tuple(self.custom_parameters.items()),
+                      account_sid=self.account_sid)
 
 
 class ScriptedBrainConfig(_Model):

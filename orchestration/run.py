@@ -66,15 +66,15 @@ async def _drive(fleet: Fleet, spare_cores: int) -> bool:
     return fleet.stop.is_set()
 
 
-def demo_config(calls: int, concurrency: int, seed: int) -> RunConfig:
+def demo_config(calls: int, concurrency: int, seed: int, transport: str = "webrtc") -> RunConfig:
     """What `callfleet demo` runs: every shipped scenario against the reference agent's flow
-    for it, called by the shipped personas in turn."""
+    for it, called by the shipped personas in turn (over transport)."""
     from callers.persona import list_personas
     from callers.scenario import list_scenarios
 
     return RunConfig.model_validate({
         "name": "demo", "seed": seed,
-        "target": {"url": "reference"},
+        "target": {"url": "reference", "transport": transport},
         "personas": {p.id: 1.0 for p in list_personas()},
         "scenarios": {s.id: 1.0 for s in list_scenarios()},
         "load": {"total_calls": calls, "max_concurrency": min(concurrency, calls),

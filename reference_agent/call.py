@@ -9,7 +9,6 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-from aiortc import RTCPeerConnection
 
 from callers.audio import voiced_bounds
 from callers.media import (
@@ -79,12 +78,84 @@ class SpeechModels:
     tts: Synthesizer
 
 
-class AgentCall:
-    """The agent's side of one peer connection."""
+class AgentMedia:
+    """The agent's side of one call's wire: the seam between AgentCall and a transport.
 
-    def __init__(self, pc: RTCPeerConnection, models: SpeechModels, knobs: AgentKnobs, *,
-                 turn_log: TurnLog | None = None, call_id: str | None = None) -> None:
+    attach(call) wires it: it sends call.track's paced frames, calls call.listen(source)
+    with what incoming(source) reads, and call.caller_hung_up() when the caller is gone.
+    """
+
+    kind = ""
+
+    def attach(self, call: AgentCall) -> None:
+        raise NotImplementedError
+
+    @property
+    def connected(self) -> bool:
+        raise NotImplementedError
+
+    def incoming(self, source, call: AgentCall):
+        """The caller's audio, (t_ms, 20 ms at 16 kHz) on the call's clock."""
+        raise NotImplementedError
+
+    def send_state(self, text: str) -> None:
+        """The agent's state (JSON): a data channel, or a text message on the socket."""
+
+    def clear(self) -> None:
+        """The agent stopped talking (barge-in): tell the far end to drop queued audio."""
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+
+class WebRtcAgentMedia(AgentMedia):
+    """aiortc: the track out, the caller's track in, the agent-state data channel."""
+
+    kind = "webrtc"
+
+    def __init__(self, pc) -> None:
         self.pc = pc
+        self.channel = None
+        self.call: AgentCall | None = None
+
+    def attach(self, call: AgentCall) -> None:
+        self.call = call
+        self.pc.addTrack(call.track)
+        self.pc.on("track", call._on_track)
+        self.pc.on("datachannel", self._on_datachannel)
+        self.pc.on("connectionstatechange", self._on_state)
+
+    def _on_datachannel(self, channel) -> None:
+        if channel.label == "agent-state":
+            self.channel = channel
+
+    async def _on_state(self) -> None:
+        if self.pc.connectionState in ("failed", "closed") and self.call is not None:
+            self.call.caller_hung_up()
+
+    @property
+    def connected(self) -> bool:
+        return self.pc.connectionState == "connected"
+
+    def incoming(self, source, call: AgentCall):
+        return received_frames(source, call.clock, call.receive_stats)
+
+    def send_state(self, text: str) -> None:
+        if self.channel is not None and self.channel.readyState == "open":
+            self.channel.send(text)
+
+    async def close(self) -> None:
+        await close_peer_connection(self.pc)
+
+
+class AgentCall:
+    """The agent's side of one call, over any AgentMedia (a bare peer connection: WebRTC)."""
+
+    def __init__(self, media, models: SpeechModels, knobs: AgentKnobs, *,
+                 turn_log: TurnLog | None = None, call_id: str | None = None) -> None:
+        self.media: AgentMedia = (media if isinstance(media, AgentMedia)
+                                  else WebRtcAgentMedia(media))
+        self.pc = getattr(self.media, "pc", None)
         self.models = models
         self.knobs = knobs
         self.clock = Clock()
@@ -101,8 +172,6 @@ class AgentCall:
         self._replies: dict[int, tuple[Utterance, dict]] = {}
         self._answered = 0
         self.track = OutgoingAudioTrack(self.playout, self.clock)
-        self.pc.addTrack(self.track)
-        self.channel = None
         self.turns: asyncio.Queue = asyncio.Queue()
         self.segmenter = SpeechSegmenter(hangover_ms=ENDPOINT_SILENCE_MS)
         self.gate = TurnGate(stop_on_barge_in=knobs.barge_in == "stop")
@@ -112,31 +181,29 @@ class AgentCall:
         self._activity = asyncio.Event()
         self.ended = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
-        pc.on("track", self._on_track)
-        pc.on("datachannel", self._on_datachannel)
-        pc.on("connectionstatechange", self._on_state)
+        self.media.attach(self)
 
     def start(self) -> None:
         self._tasks.append(asyncio.create_task(self._converse(), name="agent-converse"))
 
     def _on_track(self, track) -> None:
         if track.kind == "audio":
-            self._tasks.append(asyncio.create_task(self._listen(track), name="agent-listen"))
+            self.listen(track)
 
-    def _on_datachannel(self, channel) -> None:
-        if channel.label == "agent-state":
-            self.channel = channel
+    def listen(self, source=None) -> None:
+        """Start hearing the caller: source is what the media reads from (a WebRTC track)."""
+        self._tasks.append(asyncio.create_task(self._listen(source), name="agent-listen"))
 
-    async def _on_state(self) -> None:
-        if self.pc.connectionState in ("failed", "closed") and not self.ended.is_set():
-            self.ended.set()  # the caller hung up
+    def caller_hung_up(self) -> None:
+        if not self.ended.is_set():
+            self.ended.set()
             self._cancel_tasks()
 
     async def _listen(self, track) -> None:
         """Consume every frame (an unread track grows without bound); VAD marks caller turns."""
         segmenter = self.segmenter
         try:
-            async for t_ms, frame in received_frames(track, self.clock, self.receive_stats):
+            async for t_ms, frame in self.media.incoming(track, self):
                 self.last_sound.push(t_ms, frame)
                 for event in segmenter.push(frame, t_ms):
                     self._activity.set()
@@ -151,6 +218,7 @@ class AgentCall:
                 if segmenter.in_speech and self.gate.should_stop(segmenter.voiced_ms,
                                                                  self.playout.speaking):
                     self.playout.stop(t_ms)
+                    self.media.clear()
         finally:
             if self.turn_log is not None:
                 late = self.track.lateness_ms
@@ -259,7 +327,7 @@ class AgentCall:
                              "send_late_ms": round(late, 2)})
 
     async def _wait_connected(self) -> None:
-        while self.pc.connectionState != "connected":
+        while not self.media.connected:
             if self.ended.is_set():
                 raise TimeoutError
             await asyncio.sleep(0.05)
@@ -282,8 +350,7 @@ class AgentCall:
         return done
 
     def _send_state(self, **extra) -> None:
-        if self.channel is not None and self.channel.readyState == "open":
-            self.channel.send(json.dumps({**self.dialog.state(), **extra}))
+        self.media.send_state(json.dumps({**self.dialog.state(), **extra}))
 
     async def hang_up(self) -> None:
         if not self.ended.is_set():
@@ -293,7 +360,7 @@ class AgentCall:
             else:
                 self._send_state(event="hangup")
                 await asyncio.sleep(0.2)  # let the message leave before the transport closes
-        await close_peer_connection(self.pc)
+        await self.media.close()
         self._cancel_tasks()
 
     def _cancel_tasks(self) -> None:

@@ -30,7 +30,9 @@ async def run_agent(args) -> int:
     runner, port = await serve(server, args.host, args.port)
     url = f"http://{args.host}:{port}"
     # The first line is read by `callfleet demo` to find the port: keep its format.
-    print(f"callfleet agent listening on {url} (json-offer: {url}/offer, whip: {url}/whip)",
+    ws = "ws" + url.removeprefix("http")
+    print(f"callfleet agent listening on {url} (json-offer: {url}/offer, whip: {url}/whip, "
+          f"pcm-ws: {ws}/pcm, twilio-ws: {ws}/twilio)",
           flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

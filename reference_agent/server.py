@@ -1,4 +1,5 @@
-"""HTTP signaling for the reference agent: json-offer (POST /offer) and WHIP (POST /whip)."""
+"""The reference agent's endpoints: WebRTC signaling (json-offer: POST /offer; WHIP: POST
+/whip) and WebSocket media streams (/pcm: raw PCM; /twilio: Twilio Media Streams)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,8 @@ class AgentServer:
                 web.post("/offer", self.json_offer),
                 web.post("/whip", self.whip_offer),
                 web.delete("/whip/{call_id}", self.whip_delete),
+                web.get("/pcm", self.pcm_ws),
+                web.get("/twilio", self.twilio_ws),
                 web.get("/health", self.health),
             ]
         )
@@ -109,6 +112,36 @@ class AgentServer:
             headers={"Location": f"/whip/{call_id}", "X-Call-Id": call_id},
         )
 
+    async def pcm_ws(self, request: web.Request) -> web.StreamResponse:
+        return await self._websocket(request, "pcm")
+
+    async def twilio_ws(self, request: web.Request) -> web.StreamResponse:
+        return await self._websocket(request, "twilio")
+
+    async def _websocket(self, request: web.Request, kind: str) -> web.StreamResponse:
+        """One call over a WebSocket media stream, served until either side ends it."""
+        from reference_agent.ws_media import WebSocketAgentMedia
+
+        try:
+            knobs = self._knobs_for(request)
+        except ValueError as e:
+            return web.Response(status=404, text=str(e)[:200])
+        call_id = uuid.uuid4().hex[:12]
+        ws = web.WebSocketResponse(max_msg_size=1 << 22, heartbeat=None)
+        ws.headers["X-Call-Id"] = call_id
+        await ws.prepare(request)
+        media = WebSocketAgentMedia(ws, kind)
+        call = AgentCall(media, self.models, knobs, turn_log=self.turn_log, call_id=call_id)
+        self.calls[call_id] = call
+        call.start()
+        try:
+            await media.run()
+            await call.ended.wait()
+        finally:
+            self.calls.pop(call_id, None)
+            await call.hang_up()
+        return ws
+
     async def whip_delete(self, request: web.Request) -> web.Response:
         call = self.calls.pop(request.match_info["call_id"], None)
         if call is None:
@@ -121,7 +154,7 @@ class AgentServer:
 
     async def _close_all(self, app: web.Application) -> None:
         await asyncio.gather(
-            *(close_peer_connection(c.pc) for c in list(self.calls.values())),
+            *(c.media.close() for c in list(self.calls.values())),
             return_exceptions=True,
         )
 
