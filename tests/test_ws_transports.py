@@ -487,3 +487,28 @@ async def test_wss_verifies_the_certificate_and_trusts_a_configured_ca_bundle(tm
         await runner.cleanup()
     assert untrusted.failure_reason == "ws_tls_error"
     assert "certificate" in untrusted.failure_detail.lower()
+
+
+async def test_twilio_bad_payloads_are_counted_never_a_crash():
+    async def handler(request):
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        sid = (await read_json(ws, lambda g: any(m["event"] == "start" for m in g)))[-1][
+            "streamSid"]
+        await ws.send_str(json.dumps({"event": "media", "streamSid": sid,
+                                      "media": {"payload": "%%% not base64 %%%"}}))
+        await ws.send_str(json.dumps({"event": "media", "streamSid": sid}))
+        await ws.send_str(json.dumps({"event": "mark", "streamSid": sid, "mark": {}}))
+        await ws.send_bytes(b"\x00\x01")
+        for _ in range(3):  # still heard after them
+            await ws.send_str(media(np.full(160, 4000, np.int16), sid))
+        async for _ in ws:
+            pass
+        return ws
+
+    async with bot(handler) as url, Caller(twilio_target(url)) as caller:
+        async with asyncio.timeout(3):
+            while not caller.heard:
+                await asyncio.sleep(0.02)
+        stats = await caller.transport.network_stats()
+    assert stats["bad_messages"] == 4
