@@ -13,19 +13,13 @@ from typing import Any
 
 from callers import facts as typed
 
-# Records written before scenarios: the card dispute's graded facts, values from the persona.
-LEGACY_TYPES = {"first_name": "name", "last_name": "name", "amount": "money"}
-
-
 def graded_facts(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The record's graded facts {name: {type, value, state_key, options?}}; for an older
-    record, the card dispute's from its persona facts (none if it has none)."""
+    """The record's graded facts {name: {type, value, state_key, options?}}, as the session
+    wrote them (a record from before scenarios carries none: nothing is graded)."""
     facts = record.get("facts")
-    if isinstance(facts, dict) and facts:
-        return {k: v for k, v in facts.items() if isinstance(v, dict) and "type" in v}
-    legacy = record.get("persona_facts") or {}
-    return {name: {"type": kind, "value": str(legacy[name]), "state_key": name}
-            for name, kind in LEGACY_TYPES.items() if legacy.get(name) not in (None, "")}
+    if not isinstance(facts, dict):
+        return {}
+    return {k: v for k, v in facts.items() if isinstance(v, dict) and "type" in v}
 
 
 def _fact(name: str, spec: dict[str, Any]) -> typed.Fact | None:
