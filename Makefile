@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # seconds unless this is set before it loads: DNS traffic off a machine that must stay on 127.0.0.0/8.
 export ORT_DISABLE_TELEMETRY := 1
 
-.PHONY: demo test install browser pipecat-bot clean
+.PHONY: demo test install browser sipp pipecat-bot clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,7 +40,12 @@ browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
 
-test: $(STAMP) $(PIPECAT_STAMP) browser
+# SIP is tested against real SIP software: SIPp (Debian's sip-tester) answers our calls.
+sipp:
+	@command -v sipp >/dev/null || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sip-tester; }
+
+test: $(STAMP) $(PIPECAT_STAMP) browser sipp
 	$(BIN)/python -m pytest
 
 clean:

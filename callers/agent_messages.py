@@ -19,6 +19,7 @@ FORMATS = ("auto", "entities-json", "rtvi")
 MAX_MESSAGES = 500  # per call: a chatty agent must not grow a record without bound
 MAX_MESSAGE_CHARS = 2000  # longer messages are kept as a truncated string
 MAX_TEXT_CHARS = 500  # transcripts taken into the timeline
+MAX_DEPTH = 16  # JSON nested deeper is kept as text: it would recurse through every reader
 
 RTVI_LABEL = "rtvi-ai"
 _RTVI_SPEECH = {"bot-started-speaking": "start", "bot-stopped-speaking": "end"}
@@ -83,12 +84,24 @@ def client_ready() -> str:
 
 
 def _parse(message: str | bytes) -> Any:
+    """The message's JSON, or None (not text, too long, not JSON, nested too deep)."""
     if not isinstance(message, str) or len(message) > 64 * MAX_MESSAGE_CHARS:
         return None
     try:
-        return json.loads(message)
-    except ValueError:
+        parsed = json.loads(message)
+    except (ValueError, RecursionError):
         return None
+    return parsed if _depth_at_most(parsed, MAX_DEPTH) else None
+
+
+def _depth_at_most(value: Any, limit: int) -> bool:
+    level = [value]
+    for _ in range(limit + 1):
+        level = [v for c in level if isinstance(c, dict | list)
+                 for v in (c.values() if isinstance(c, dict) else c)]
+        if not level:
+            return True
+    return False
 
 
 def _entities_state(message: dict[str, Any]) -> dict[str, Any] | None:
@@ -109,6 +122,7 @@ def _peer_left(message: dict[str, Any]) -> bool:
 
 def _read_rtvi(message: dict[str, Any]) -> AgentReport:
     kind = message.get("type")
+    kind = kind if isinstance(kind, str) else None  # an agent's list or object names nothing
     data = message.get("data") if isinstance(message.get("data"), dict) else {}
     text = data.get("text")
     text = text.strip()[:MAX_TEXT_CHARS] if isinstance(text, str) else None

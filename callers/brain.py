@@ -59,6 +59,20 @@ _PHRASES: dict[str, tuple[list[str], list[str]]] = {
 }
 
 
+def facts_stated(text: str, facts: CallFacts) -> tuple[str, ...]:
+    """Facts whose value the text states, by the same typed matching as grading."""
+    stated = []
+    for item in facts:
+        try:
+            heard = typed.find(item.type, text, expected=item.value, options=item.spec.options)
+            if heard is not None and typed.same(item.type, item.value, heard, fuzzy=True,
+                                                options=item.spec.options):
+                stated.append(item.name)
+        except ValueError:
+            continue
+    return tuple(sorted(stated))
+
+
 @dataclass
 class Reply:
     """One caller turn as decided by a brain."""
@@ -98,8 +112,12 @@ class Questions:
         """A fact's name, "full_name", a GENERIC_QUESTIONS key, "confirmation" for a bare
         read-back, or "other" (nothing recognised)."""
         matches = self._matches(agent_text)
-        # Opening questions ("How can I help?") lose to any other question in the utterance.
-        real = [m for m in matches if not self._is_opener(m[1])] or matches
+        # Opening questions ("How can I help?") lose to any other question in the utterance,
+        # and to a later question nothing recognised: in "I can help with that. What is your
+        # first main?" (Whisper's "name") the agent asks something new, not the reason again.
+        last_question = self._last_question_start(agent_text)
+        real = [m for m in matches if not self._is_opener(m[1])] or [
+            m for m in matches if m[0] > last_question]
         if real:
             return max(real)[1]
         if typed.read_backs(agent_text, self.facts.typed_facts, self.facts.phrases):
@@ -110,6 +128,16 @@ class Questions:
     def _asks_whole_name(text: str) -> bool:
         return (re.search(rf"\b(?:{FULL_NAME})\b", text) is not None
                 and re.search(r"\b(?:first|last|sur|family|given) ?name", text) is None)
+
+    @staticmethod
+    def _last_question_start(agent_text: str) -> int:
+        """Where the last sentence ending in "?" starts, in _matches' offsets (-1: none)."""
+        start, offset = -1, 0
+        for sentence in re.split(r"(?<=[.?!;])\s+", agent_text):
+            if sentence.rstrip().endswith("?"):
+                start = offset
+            offset += len(plain(sentence)) + 1
+        return start
 
     def _is_opener(self, key: str) -> bool:
         return key in self.facts.names and self.facts[key].spec.opener

@@ -12,6 +12,7 @@ from callers.media import Utterance, utterance_from_pcm
 from callers.noise import NoiseBed, active_rms, render_async
 from callers.persona import Persona
 from callers.tts import Synthesizer
+from callers.tts_cache import CachedSynthesizer
 
 LEAD_MS = 30  # voice kept before the first loud window when gluing parts together
 # Spoken once per call to measure the persona's speech level for the noise SNR.
@@ -22,7 +23,7 @@ LEVEL_TEXT = "Hello, my name is on the account, and I am calling about a questio
 class CallerVoice:
     """Speaks text as the persona: its voice model, rate and timbre, hesitations included."""
 
-    def __init__(self, persona: Persona, tts: Synthesizer) -> None:
+    def __init__(self, persona: Persona, tts: Synthesizer | CachedSynthesizer) -> None:
         self.persona = persona
         self.tts = tts
 

@@ -6,10 +6,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from callers.errors import ConfigError
+from callers.inputs import excerpt
+from callers.safe_yaml import load_yaml
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -32,12 +33,10 @@ _EXPECTED = {
     "model_type": "expected a mapping",
     "model_attributes_type": "expected a mapping",
 }
-MAX_ECHO = 60  # characters of a bad value echoed back
 
 
 def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= MAX_ECHO else text[:MAX_ECHO] + "..."
+    return excerpt(value)
 
 
 def describe(error: dict[str, Any]) -> str:
@@ -61,17 +60,7 @@ def describe(error: dict[str, Any]) -> str:
 
 def load_model(path: str | Path, model: type[M], kind: str) -> M:
     """Read and validate one YAML file; any problem is a one-line ConfigError naming it."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read {kind} file: {e.strerror or e}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or "not valid YAML"
-        raise ConfigError(f"{path}: invalid YAML{at}: {problem}") from None
+    data = load_yaml(path, kind)  # not UTF-8, duplicate keys, an alias bomb: one line
     if data is None:
         raise ConfigError(f"{path}: the file is empty, expected {kind} fields")
     if not isinstance(data, dict):

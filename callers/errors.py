@@ -7,6 +7,8 @@ FAILURE_REASONS = {
     "signaling_unreachable": "the target did not accept a connection",
     "signaling_timeout": "the target did not answer signaling in time",
     "signaling_bad_answer": "the target answered signaling with something that is not an SDP answer",
+    "signaling_bad_redirect": "the target redirected signaling where we do not follow "
+                              "(not 307/308, a loop, or off the machine from a loopback target)",
     "ice_timeout": "the media connection was not established in time",
     # WebSocket media streams (twilio-ws, pcm-ws); a refused handshake is ws_handshake_http_<code>
     "ws_unreachable": "the WebSocket target did not accept a connection",
@@ -14,6 +16,11 @@ FAILURE_REASONS = {
     "ws_tls_error": "the TLS handshake with a wss:// target failed (certificate or protocol)",
     "ws_closed_early": "the agent closed the WebSocket before it said anything",
     "ws_bad_message": "the agent sent something the media stream protocol does not allow",
+    # SIP; a final error response is sip_<code> (sip_404, sip_486, sip_503, ...)
+    "sip_unreachable": "the SIP target refused the datagram (no one listens on that port)",
+    "sip_no_answer": "the SIP target did not answer the INVITE in time (no response, or ringing)",
+    "sip_auth_failed": "the SIP target rejected our credentials (or asked for some, and none are set)",
+    "sip_bad_answer": "the SIP target answered with an SDP we cannot use (no G.711 in common)",
     "no_agent_audio": "the agent never spoke",
     "media_timeout": "the agent's audio stopped arriving mid-call (no close, no BYE)",
     "remote_hangup_early": "the agent hung up mid-flow, before the caller's goal was met",
@@ -27,7 +34,7 @@ FAILURE_REASONS = {
 
 class CallFailed(Exception):
     """Ends a call as failed with one reason from FAILURE_REASONS (or signaling_http_<code>,
-    ws_handshake_http_<code>)."""
+    ws_handshake_http_<code>, sip_<code>)."""
 
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)

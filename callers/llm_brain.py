@@ -25,7 +25,7 @@ import openai
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from callers import facts as typed
-from callers.brain import Brain, Reply, ScriptedBrain
+from callers.brain import Brain, Reply, ScriptedBrain, facts_stated
 from callers.errors import ConfigError
 from callers.persona import Persona
 from callers.scenario import CallFacts
@@ -47,7 +47,7 @@ class LLMConfig(BaseModel):
     base_url: str = Field(min_length=1)
     model: str = Field(min_length=1)
     api_key_env: str = Field(default="OPENAI_API_KEY", min_length=1)
-    timeout_s: float = Field(default=8.0, gt=0)
+    timeout_s: float = Field(default=8.0, gt=0, le=600, allow_inf_nan=False)
     temperature: float = Field(default=0.7, ge=0, le=2)
 
     @field_validator("base_url")
@@ -123,20 +123,6 @@ def clean_reply(raw: str) -> tuple[str, bool]:
     text = _MARKUP.sub("", text)
     text = " ".join(text.split())
     return text, end_call
-
-
-def facts_stated(text: str, facts: CallFacts) -> tuple[str, ...]:
-    """Facts whose value the text states, by the same typed matching as grading."""
-    stated = []
-    for item in facts:
-        try:
-            heard = typed.find(item.type, text, expected=item.value, options=item.spec.options)
-            if heard is not None and typed.same(item.type, item.value, heard, fuzzy=True,
-                                                options=item.spec.options):
-                stated.append(item.name)
-        except ValueError:
-            continue
-    return tuple(sorted(stated))
 
 
 def _retryable(e: BaseException) -> bool:

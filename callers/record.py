@@ -30,6 +30,19 @@ class TimelineEvent:
 
 
 @dataclass
+class StageTiming:
+    """A stretch of the caller's own work (transcribing, deciding, synthesising), timed."""
+
+    stage: str  # "stt" | "brain" | "tts"
+    start_ms: float
+    end_ms: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"stage": self.stage, "start_ms": round(self.start_ms, 1),
+                "end_ms": round(self.end_ms, 1)}
+
+
+@dataclass
 class Understanding:
     """What the agent understood of each ground-truth fact, and where that came from."""
 
@@ -70,6 +83,15 @@ class CallRecord:
     success: dict[str, Any] = field(default_factory=dict)  # the scenario's success criteria
     # Every data-channel message from the agent, bounded: [{t_ms, channel, message}].
     agent_messages: list[dict[str, Any]] = field(default_factory=list)
+    # The call's W3C trace context (callers.trace_context): the agent got trace_id and span_id
+    # (our call span, its parent) as a traceparent; search a tracing backend for trace_id.
+    trace_id: str | None = None
+    span_id: str | None = None
+    # The caller's own work, timed: [{stage: stt | brain | tts, start_ms, end_ms}].
+    stages: list[dict[str, Any]] = field(default_factory=list)
+    # How the agent sounded (evaluation/audio_quality.py): {dnsmos {sig, bak, ovrl}, plcmos,
+    # seconds_scored, cost_s[, skipped]}; None: not scored (a call that never reached a host).
+    audio_quality: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

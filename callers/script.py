@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from callers.brain import Brain, Reply, ScriptedBrain
+from callers.brain import Brain, Reply, ScriptedBrain, facts_stated
 from callers.media import Utterance, utterance_from_pcm
 from callers.persona import Persona
 from callers.scenario import CallFacts, ScriptTurn
@@ -48,8 +48,10 @@ class ScriptBrain(Brain):
             return Reply("", intent="script")  # nothing to say now (or it waits for a turn)
         turn = self.turns[self._next]
         self._next += 1
+        # A scenario's graded facts the line states count as given (graded), as for any brain.
+        stated = facts_stated(turn.say, self.call_facts) if turn.say else ()
         return Reply(turn.say or "", intent="script", end_call=self.goal_met,
-                     speak_after_ms=turn.after_agent_ms, audio=turn.wav)
+                     speak_after_ms=turn.after_agent_ms, audio=turn.wav, facts=stated)
 
 
 def brain_for(persona: Persona, seed: int, facts: CallFacts) -> Brain:

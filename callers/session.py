@@ -18,13 +18,15 @@ from callers.caller_voice import CallerVoice, caller_line
 from callers.errors import CallFailed
 from callers.media import Clock, OutgoingAudioTrack, Playout, Utterance, place_on_timeline
 from callers.persona import Persona
-from callers.record import CallRecord, TimelineEvent, Turn
+from callers.record import CallRecord, StageTiming, TimelineEvent, Turn
 from callers.scenario import CallFacts, ScriptTurn
 from callers.script import ScriptBrain, brain_for, wav_utterance
 from callers.stt import Transcriber, warm_up
+from callers.trace_context import TraceContext
 from callers.transport import Target
 from callers.transports import CallTransport, TransportEvents, make_transport
 from callers.tts import Synthesizer
+from callers.tts_cache import CachedSynthesizer, TTSCache
 from callers.vad import SpeechSegment, SpeechSegmenter
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,7 @@ class CallerModels:
     stt: Transcriber
     tts: Synthesizer  # the bundled voice; also speaks the babble of noise beds
     voices: dict[str, Synthesizer] = field(default_factory=dict)  # other Piper models by path
+    tts_cache: TTSCache = field(default_factory=TTSCache)  # every voice's phrases, 64 MB
 
     async def voice(self, model: str | None) -> Synthesizer:
         """The synthesizer for a persona's voice model, loaded once per process."""
@@ -45,6 +48,10 @@ class CallerModels:
         if model not in self.voices:
             self.voices[model] = await asyncio.to_thread(Synthesizer, model)
         return self.voices[model]
+
+    async def speaker(self, model: str | None) -> CachedSynthesizer:
+        """One call's view of a voice through the process's TTS cache (its own hit counts)."""
+        return CachedSynthesizer(await self.voice(model), self.tts_cache)
 
 
 async def load_caller_models() -> CallerModels:
@@ -110,6 +117,10 @@ class CallSession:
             target=target.url,
             concurrency_at_start=concurrency_at_start,
         )
+        # Made for every call (cheap) and sent to the agent: its traces join ours by these.
+        self.trace = TraceContext.new()
+        self.record.trace_id, self.record.span_id = self.trace.trace_id, self.trace.span_id
+        self.stages: list[StageTiming] = []  # the caller's STT, brain and TTS work, timed
         self.clock = Clock()
         self.events: list[TimelineEvent] = []
         self.turns: list[Turn] = []
@@ -144,6 +155,8 @@ class CallSession:
         self.transport = make_transport(
             self.target, self.clock, self.track,
             TransportEvents(message=self._on_agent_message, end=self._end), codec=self.codec)
+        if self.target.traceparent:  # on the signaling, handshake, INVITE or start message
+            self.transport.traceparent = self.trace.traceparent
         try:
             await self._prepare_voice()
             await self._connect()
@@ -162,8 +175,7 @@ class CallSession:
 
     async def _prepare_voice(self) -> None:
         """The persona's voice, and its noise and phone line in the outgoing audio."""
-        tts = await self.models.voice(self.persona.voice.model)
-        self.voice = CallerVoice(self.persona, tts)
+        self.voice = CallerVoice(self.persona, await self.models.speaker(self.persona.voice.model))
         line = await caller_line(self.persona, self.seed, self.voice, self.models.tts)
         if line is not None:
             self.track.line = line
@@ -286,7 +298,7 @@ class CallSession:
             await asyncio.sleep((self.limits.reply_gap_ms - quiet_for) / 1000)
 
     async def _transcribe_agent(self, segment: SpeechSegment) -> str:
-        text = (await self.models.stt.transcribe(segment.audio)).text
+        text = (await self._timed("stt", self.models.stt.transcribe(segment.audio))).text
         if self.turns and self.turns[-1].speaker == "agent":  # the agent's turn goes on
             last = self.turns[-1]
             last.text = f"{last.text} {text}".strip()
@@ -311,7 +323,8 @@ class CallSession:
     async def _answer(self, agent_text: str) -> bool:
         """Decide and speak the caller's reply; True if the caller hangs up after it."""
         history = [(t.speaker, t.text) for t in self.turns]
-        reply = await self._unless_ended(self.brain.reply(agent_text, history))
+        reply = await self._unless_ended(self._timed("brain", self.brain.reply(agent_text,
+                                                                               history)))
         after_ms = (self.persona.temperament.reply_after_ms if reply.speak_after_ms is None
                     else reply.speak_after_ms)
         speak_at = self.last_agent_end_ms + after_ms
@@ -345,7 +358,16 @@ class CallSession:
         if not reply.text:
             return None
         hesitation = None if self.script else self.behaviour.hesitation()
-        return await self._unless_ended(self.voice.utterance(reply.text, hesitation=hesitation))
+        return await self._unless_ended(
+            self._timed("tts", self.voice.utterance(reply.text, hesitation=hesitation)))
+
+    async def _timed(self, stage: str, awaitable):
+        """Await awaitable, keeping when it started and ended (a stage span in the trace)."""
+        start = self.clock.ms()
+        try:
+            return await awaitable
+        finally:
+            self.stages.append(StageTiming(stage, start, self.clock.ms()))
 
     async def _say(self, utterance: Utterance, start_at_ms: float | None = None) -> None:
         """Play utterance to its end, or until the call ends (cut: the part heard is a turn)."""
@@ -454,7 +476,12 @@ class CallSession:
 
     def _on_agent_message(self, label: str, message) -> None:
         t_ms = self.clock.ms()
-        report = self.agent_messages.receive(label, message, t_ms)
+        try:
+            report = self.agent_messages.receive(label, message, t_ms)
+        except Exception as e:  # a message no reader expected must not kill the transport's loop
+            log.exception("call %s: agent message not read", self.record.call_id)
+            self._event("agent_message_unreadable", t_ms=t_ms, error=type(e).__name__)
+            return
         if report.state is not None:
             self.record.agent_state = report.state
         if report.speech is not None:
@@ -540,9 +567,12 @@ class CallSession:
             "frames_sent": len(late),
             "reply_late_ms": self.reply_late_ms,
         }
+        if self.voice is not None and hasattr(self.voice.tts, "stats"):
+            rec.generator["tts_cache"] = self.voice.tts.stats()  # this call's hits and misses
         rec.transport = (self.transport.describe() if self.transport is not None
                          else {"kind": self.target.transport})
         rec.agent_messages = self.agent_messages.kept
+        rec.stages = [s.to_dict() for s in sorted(self.stages, key=lambda s: s.start_ms)]
         rec.facts_given = sorted(self.brain.facts_given)
         rec.facts = self.call_facts.graded()
         rec.success = self.call_facts.scenario.success.model_dump()

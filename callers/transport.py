@@ -1,5 +1,13 @@
 """The target (every transport's options), and WebRTC's signaling adapters (json-offer, WHIP)
-and a bounded peer-connection life (callers/transports/webrtc.py uses them)."""
+and a bounded peer-connection life (callers/transports/webrtc.py uses them).
+
+Signaling is bounded against a hostile or broken agent: the whole exchange (connect, headers,
+body, redirects) within target.signaling_timeout_s, however slowly bytes drip; an answer body
+of at most MAX_ANSWER_BYTES, never read whole when larger; at most MAX_REDIRECTS redirects, and
+only 307/308 (they keep the POST and its offer; RFC 9725 asks WHIP clients to follow them), never
+from a loopback target off the machine, and the token only to the target's own origin. The body
+decides what the answer is, not its Content-Type (which a failure's detail names).
+"""
 
 from __future__ import annotations
 
@@ -8,18 +16,24 @@ import json
 import logging
 import os
 from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 
 from callers.errors import CallFailed, ConfigError
 from callers.loopback import is_loopback_url
+from callers.trace_context import with_traceparent
 
 log = logging.getLogger(__name__)
 
 CODECS = {"opus": "audio/opus", "pcmu": "audio/PCMU"}
+MAX_ANSWER_BYTES = 256 * 1024  # an SDP answer is a few kB: anything near this is not one
+MAX_REDIRECTS = 3
+_REDIRECTS = (301, 302, 303, 307, 308)
 
 
 @dataclass(frozen=True)
@@ -44,6 +58,14 @@ class Target:
     hangup_message: str | None = None  # pcm-ws: text sent before the caller closes the socket
     custom_parameters: tuple[tuple[str, str], ...] = ()  # twilio-ws: start.customParameters
     account_sid: str | None = None  # twilio-ws: start.accountSid (else a random AC...)
+    # sip (url: sip:user@host:port; codec pcmu or pcma): digest credentials from the env vars
+    # these name (never the values), and the local address our SIP and RTP sockets bind to.
+    auth_username_env: str | None = None
+    auth_password_env: str | None = None
+    local_address: str = "127.0.0.1"
+    # Send the call's W3C traceparent (callers.trace_context) on every transport: an HTTP
+    # header on signaling and the WebSocket handshake, a SIP header, a Twilio parameter.
+    traceparent: bool = True
 
     @property
     def local(self) -> bool:
@@ -57,6 +79,21 @@ class Target:
             raise ConfigError(f"target.token_env: environment variable {self.token_env} is not set")
         return value
 
+    def sip_credentials(self) -> tuple[str, str] | None:
+        """(username, password) for SIP digest auth, or None; ConfigError naming an unset
+        variable (only its name: the values are never shown)."""
+        if not (self.auth_username_env or self.auth_password_env):
+            return None
+        values = []
+        for field, name in (("auth_username_env", self.auth_username_env),
+                            ("auth_password_env", self.auth_password_env)):
+            value = os.environ.get(name) if name else None
+            if not value:
+                raise ConfigError(f"target.{field}: environment variable {name} is not set"
+                                  if name else f"target.{field} is needed too")
+            values.append(value)
+        return values[0], values[1]
+
 
 class Signaling(ABC):
     """Trades our SDP offer for the agent's answer, and hangs up."""
@@ -65,6 +102,9 @@ class Signaling(ABC):
         self.target = target
         self._session: aiohttp.ClientSession | None = None
         self.agent_call_id: str | None = None  # the agent's own id for the call, if it says
+        self.url = target.url  # where the answer came from (the target, or where it redirected)
+        self.content_type = "no Content-Type"  # of the answer, named in failure details
+        self.traceparent: str | None = None  # the call's, sent with every request when set
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -74,16 +114,57 @@ class Signaling(ABC):
 
     async def exchange(self, offer: RTCSessionDescription) -> RTCSessionDescription:
         try:
-            sdp = await self._exchange(offer)
+            # The whole exchange, body included: a server that drips bytes forever ends here.
+            async with asyncio.timeout(self.target.signaling_timeout_s):
+                sdp = await self._exchange(offer)
         except CallFailed:
             raise
-        except (aiohttp.ClientConnectionError, OSError) as e:
-            raise CallFailed("signaling_unreachable", f"{self.target.url}: {e}") from e
         except TimeoutError as e:
             raise CallFailed("signaling_timeout", self.target.url) from e
+        except (aiohttp.ClientConnectionError, OSError) as e:
+            raise CallFailed("signaling_unreachable", f"{self.target.url}: {e}") from e
+        except aiohttp.ClientError as e:  # a malformed HTTP response, a broken body
+            raise CallFailed("signaling_bad_answer", f"{type(e).__name__}: {e}"[:300]) from e
         if not sdp.lstrip().startswith("v=0"):
-            raise CallFailed("signaling_bad_answer", "the answer is not an SDP (no v=0)")
+            raise CallFailed("signaling_bad_answer",
+                             f"the answer is not an SDP (no v=0; {self.content_type})")
         return RTCSessionDescription(sdp=sdp, type="answer")
+
+    @asynccontextmanager
+    async def _post(self, **kwargs) -> AsyncIterator[aiohttp.ClientResponse]:
+        """POST to the target, following at most MAX_REDIRECTS 307/308 redirects; yields the
+        final response (self.url is where it came from)."""
+        url = self.target.url
+        for hop in range(MAX_REDIRECTS + 1):
+            headers = with_traceparent({**kwargs.get("headers", {}), **_auth(self.target, url)},
+                                       self.traceparent)
+            async with self._http().post(url, **{**kwargs, "headers": headers},
+                                         allow_redirects=False) as r:
+                if r.status not in _REDIRECTS:
+                    self.url = url
+                    self.content_type = r.headers.get("Content-Type", "no Content-Type")[:100]
+                    yield r
+                    return
+                url = self._redirect(url, r.status, r.headers.get("Location"), hop)
+
+    def _redirect(self, url: str, status: int, location: str | None, hop: int) -> str:
+        """The next URL of a redirect we follow; CallFailed(signaling_bad_redirect) if not."""
+        shown = _bounded_id(location, 200)
+        if status not in (307, 308):
+            raise CallFailed("signaling_bad_redirect", f"{status} to {shown}: only 307/308 are "
+                             "followed (a 301/302/303 turns the POST into a GET, without offer)")
+        if not location:
+            raise CallFailed("signaling_bad_redirect", f"{status} without a Location")
+        if hop >= MAX_REDIRECTS:
+            raise CallFailed("signaling_bad_redirect",
+                             f"more than {MAX_REDIRECTS} redirects (a loop?), last to {shown}")
+        target = urljoin(url, location)
+        if urlsplit(target).scheme not in ("http", "https"):
+            raise CallFailed("signaling_bad_redirect", f"{status} to {shown}: not http(s)")
+        if self.target.local and not is_loopback_url(target):
+            raise CallFailed("signaling_bad_redirect",
+                             f"{status} to {shown}: a loopback target may not send us elsewhere")
+        return target
 
     @abstractmethod
     async def _exchange(self, offer: RTCSessionDescription) -> str: ...
@@ -96,7 +177,25 @@ class Signaling(ABC):
     @staticmethod
     def _check_status(response: aiohttp.ClientResponse, ok: tuple[int, ...]) -> None:
         if response.status not in ok:
-            raise CallFailed(f"signaling_http_{response.status}", response.reason or "")
+            raise CallFailed(f"signaling_http_{response.status}", (response.reason or "")[:200])
+
+
+async def _read_answer(response: aiohttp.ClientResponse) -> str:
+    """The body as text, at most MAX_ANSWER_BYTES: a larger one is refused as soon as its
+    Content-Length (or the bytes read so far) says so, never read whole."""
+    too_big = f"the answer is larger than {MAX_ANSWER_BYTES} bytes: not an SDP answer"
+    length = response.content_length
+    if length is not None and length > MAX_ANSWER_BYTES:
+        raise CallFailed("signaling_bad_answer", f"{too_big} (Content-Length {length})")
+    body = bytearray()
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        body += chunk
+        if len(body) > MAX_ANSWER_BYTES:
+            raise CallFailed("signaling_bad_answer", too_big)
+    try:
+        return body.decode(response.charset or "utf-8", errors="replace")
+    except LookupError:  # a charset Python does not know
+        return body.decode("utf-8", errors="replace")
 
 
 class JsonOfferSignaling(Signaling):
@@ -104,14 +203,18 @@ class JsonOfferSignaling(Signaling):
 
     async def _exchange(self, offer: RTCSessionDescription) -> str:
         body = {"sdp": offer.sdp, "type": offer.type}
-        async with self._http().post(self.target.url, json=body, headers=_auth(self.target)) as r:
+        async with self._post(json=body) as r:
             self._check_status(r, (200, 201))
             self.agent_call_id = _bounded_id(r.headers.get("X-Call-Id"))
+            text = await _read_answer(r)
             try:
-                answer = json.loads(await r.text())
-                sdp = str(answer["sdp"])
-            except (ValueError, KeyError, TypeError) as e:
-                raise CallFailed("signaling_bad_answer", "expected JSON with an 'sdp' field") from e
+                answer = json.loads(text)
+                sdp = answer["sdp"]
+            except (ValueError, KeyError, TypeError, RecursionError) as e:
+                raise CallFailed("signaling_bad_answer", "expected JSON with an 'sdp' field "
+                                 f"({self.content_type})") from e
+            if not isinstance(sdp, str):
+                raise CallFailed("signaling_bad_answer", "the answer's 'sdp' is not a string")
             # SmallWebRTC answers pc_id; others call_id.
             self.agent_call_id = self.agent_call_id or _bounded_id(
                 answer.get("call_id") or answer.get("pc_id"))
@@ -124,22 +227,28 @@ class WhipSignaling(Signaling):
     resource: str | None = None
 
     async def _exchange(self, offer: RTCSessionDescription) -> str:
-        headers = {"Content-Type": "application/sdp", **_auth(self.target)}
-        async with self._http().post(self.target.url, data=offer.sdp, headers=headers) as r:
+        async with self._post(data=offer.sdp, headers={"Content-Type": "application/sdp"}) as r:
             self._check_status(r, (201,))
             location = r.headers.get("Location")
             if not location:
                 raise CallFailed("signaling_bad_answer", "WHIP answer has no Location header")
-            self.resource = urljoin(self.target.url, location)
+            resource = urljoin(self.url, location)
+            # Hanging up must not send a local call's DELETE off the machine either.
+            if not self.target.local or is_loopback_url(resource):
+                self.resource = resource
             self.agent_call_id = _bounded_id(r.headers.get("X-Call-Id") or location)
-            return await r.text()
+            return await _read_answer(r)
 
     async def hangup(self) -> None:
         if self.resource is not None:
             try:
-                async with self._http().delete(self.resource, headers=_auth(self.target)):
-                    pass
-            except (aiohttp.ClientError, OSError, TimeoutError) as e:
+                async with asyncio.timeout(self.target.signaling_timeout_s):
+                    async with self._http().delete(
+                            self.resource, headers=with_traceparent(
+                                _auth(self.target, self.resource), self.traceparent),
+                            allow_redirects=False):
+                        pass
+            except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as e:
                 log.info("WHIP DELETE %s failed: %s", self.resource, e)
             self.resource = None
         await super().hangup()
@@ -153,9 +262,23 @@ def _bounded_id(value: object, limit: int = 128) -> str | None:
     return text[:limit] or None
 
 
-def _auth(target: Target) -> dict[str, str]:
+def _auth(target: Target, url: str | None = None) -> dict[str, str]:
+    """The Bearer header, only for the target's own origin (a redirect or a WHIP resource
+    elsewhere does not get the token)."""
     token = target.token()
-    return {"Authorization": f"Bearer {token}"} if token else {}
+    if not token or (url is not None and _origin(url) != _origin(target.url)):
+        return {}
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    return parts.scheme, (parts.hostname or ""), port or {"http": 80, "https": 443}.get(
+        parts.scheme)
 
 
 def make_signaling(target: Target) -> Signaling:

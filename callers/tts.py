@@ -1,10 +1,9 @@
-"""Text to speech with Piper, with a phrase cache; one synthesis thread per process."""
+"""Text to speech with Piper; one synthesis thread per process (callers/tts_cache.py caches)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -27,7 +26,6 @@ class Synthesizer:
         config: str | Path | None = None,
         *,
         intra_op_threads: int = 1,
-        cache_size: int = 256,
     ) -> None:
         import onnxruntime
         from piper import PiperVoice
@@ -46,33 +44,34 @@ class Synthesizer:
         )
         self._voice = PiperVoice(session=session, config=piper_config)
         self.sample_rate = piper_config.sample_rate
-        self._cache: OrderedDict[tuple[str, float, int], np.ndarray] = OrderedDict()
-        self._cache_size = cache_size
+        self.voice_id = str(Path(model).resolve())  # which voice, in cache keys
         # espeak-ng inside Piper is not thread-safe: exactly one synthesis thread per process.
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tts")
 
-    def synthesize_sync(self, text: str, rate: float = 1.0, variant: int = 0) -> np.ndarray:
-        key = (text, round(rate, 3), variant)
-        cached = self._cache.get(key)
-        if cached is not None:
-            self._cache.move_to_end(key)
-            return cached
+    def synthesis_config(self, rate: float = 1.0, variant: int = 0):
+        """Piper's SynthesisConfig for a speaking rate and timbre variant."""
         from piper.config import SynthesisConfig
 
-        syn = SynthesisConfig(
-            length_scale=1.0 / rate,
-            noise_scale=0.5 + 0.1 * variant,  # timbre
+        return SynthesisConfig(
+            length_scale=round(1.0 / rate, 4),
+            noise_scale=round(0.5 + 0.1 * variant, 4),  # timbre
             # No random phoneme durations: the same text always lasts as long (Piper's noise
             # comes from unseeded ops inside the model), so a persona + seed replays its timing.
             noise_w_scale=0.0,
             volume=0.6,
         )
+
+    def cache_key(self, text: str, rate: float = 1.0, variant: int = 0) -> tuple:
+        """Everything that selects the audio of text: voice, text and synthesis scales."""
+        syn = self.synthesis_config(rate, variant)
+        return (self.voice_id, text, syn.length_scale, syn.noise_scale, syn.noise_w_scale,
+                syn.volume, self.sample_rate)
+
+    def synthesize_sync(self, text: str, rate: float = 1.0, variant: int = 0) -> np.ndarray:
+        """Synthesize on this thread (must be the only one using this voice: espeak-ng)."""
+        syn = self.synthesis_config(rate, variant)
         chunks = [c.audio_int16_array for c in self._voice.synthesize(text, syn)]
-        pcm = np.concatenate(chunks) if chunks else np.zeros(0, np.int16)
-        self._cache[key] = pcm
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
-        return pcm
+        return np.concatenate(chunks) if chunks else np.zeros(0, np.int16)
 
     async def synthesize(self, text: str, rate: float = 1.0, variant: int = 0) -> np.ndarray:
         loop = asyncio.get_running_loop()

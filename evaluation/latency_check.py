@@ -106,11 +106,12 @@ CHECK_CALLS = (("cooperative-john", 1), ("fast-talker-emily", 2), ("rambler-robe
                ("corrector-david", 4), ("cooperative-john", 5))
 
 
-async def place_and_pair(url: str, turn_log: str, calls=CHECK_CALLS, models=None
+async def place_and_pair(url: str, turn_log: str, calls=CHECK_CALLS, models=None, target=None
                          ) -> tuple[list[TurnPair], list[dict[str, Any]]]:
-    """Call the agent at url (json-offer) once per (persona, seed), one call at a time, and
-    pair every response latency with the agent's turn log. Returns the pairs and per call
-    {call_id, status, turns paired, network, generator}."""
+    """Call the agent at url once per (persona, seed), one call at a time, over target (a
+    callers.transport.Target; default json-offer to url/offer), and pair every response
+    latency with the agent's turn log. Returns the pairs and per call {call_id, status, turns
+    paired, network, generator}."""
     import asyncio
     import json
     from pathlib import Path
@@ -119,31 +120,36 @@ async def place_and_pair(url: str, turn_log: str, calls=CHECK_CALLS, models=None
     from callers.session import CallSession, load_caller_models
     from callers.transport import Target
 
+    def entries() -> list[dict[str, Any]]:
+        path = Path(turn_log)
+        text = path.read_text() if path.exists() else ""
+        return [json.loads(line) for line in text.splitlines() if line]
+
     models = models or await load_caller_models()
-    placed = []
+    target = target or Target(url + "/offer")
+    pairs, calls_out = [], []
     for persona_id, seed in calls:
-        session = CallSession(resolve_persona(persona_id), seed, Target(url + "/offer"), models,
+        # Calls run one at a time, so the log lines written since the last call are this
+        # call's, whichever id each transport gives it; the agent writes its "call" line last,
+        # as its side closes.
+        seen = len(entries())
+        session = CallSession(resolve_persona(persona_id), seed, target, models,
                               call_id=f"{persona_id}-{seed}")
         record = (await session.run()).to_dict()
-        placed.append((record, session.clock.t0))
-    ids = {(r.get("transport") or {}).get("agent_call_id") for r, _ in placed}
-    for _ in range(50):  # the agent writes a call's summary line as its side closes
-        entries = [json.loads(line) for line in Path(turn_log).read_text().splitlines() if line]
-        if ids <= {e.get("call_id") for e in entries if e.get("kind") == "call"}:
-            break
-        await asyncio.sleep(0.1)
-    pairs, calls_out = [], []
-    for record, t0 in placed:
-        agent_id = (record.get("transport") or {}).get("agent_call_id")
-        mine = [e for e in entries if e.get("kind") == "turn" and e.get("call_id") == agent_id]
-        agent_call = next((e for e in entries if e.get("kind") == "call"
-                           and e.get("call_id") == agent_id), {})
-        paired = pair_turns(record, mine, t0)
+        for _ in range(50):
+            mine_all = entries()[seen:]
+            if any(e.get("kind") == "call" for e in mine_all):
+                break
+            await asyncio.sleep(0.1)
+        mine = [e for e in mine_all if e.get("kind") == "turn"]
+        agent_call = next((e for e in mine_all if e.get("kind") == "call"), {})
+        paired = pair_turns(record, mine, session.clock.t0)
         pairs += paired
         caller_late = (record.get("generator") or {}).get("pacing_late_ms_p99")
         agent_late = agent_call.get("pacing_late_ms_p99")
         calls_out.append({
-            "call_id": record["call_id"], "agent_call_id": agent_id, "status": record["status"],
+            "call_id": record["call_id"], "agent_call_id": agent_call.get("call_id"),
+            "transport": target.transport, "status": record["status"],
             "failure_reason": record["failure_reason"], "agent_turns": len(mine),
             "paired": len(paired),
             # both generators on time: otherwise the figures are not to be trusted (DESIGN.md)

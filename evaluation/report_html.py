@@ -1,9 +1,11 @@
 """report.html: one self-contained page (inline CSS, JS and SVG) that works from file://.
 
-Sections: summary cards, gate results, latency vs concurrency (inline SVG), understanding by
-entity, per persona, failure reasons, and a transcript viewer for product managers: every call
-with its persona, outcome, timed turns, flagged events and an audio player for the stereo
-recording (relative path audio/<call_id>.wav), filterable by persona and outcome.
+Sections: summary cards, gate results, latency vs concurrency (inline SVG), the distribution
+of response latencies, understanding by entity, per persona, failure reasons, and a transcript
+viewer for product managers: every call with its persona, outcome, a timeline of both sides'
+speech and the graded moments (click to play the recording from there: report_visuals.py),
+timed turns, flagged events and an audio player for the stereo recording (relative path
+audio/<call_id>.wav), filterable by persona and outcome.
 Every piece of text from a record is escaped.
 """
 
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from evaluation import report_visuals
 from evaluation.metrics import timeline_findings
 
 REPORT_FILE = "report.html"
@@ -142,7 +145,35 @@ def _cards(summary: dict[str, Any]) -> str:
               f"n={barge.get('n', 0)} · not stopped {barge.get('not_stopped', 0)}"),
         _card("degradation knee", "none" if knee is None else f"{knee} callers",
               "first concurrency where quality breaks"),
+        *_mos_card(summary.get("audio_quality") or {}),
     ]) + "</section>"
+
+
+def _mos_card(block: dict[str, Any]) -> list[str]:
+    """The agent's voice as heard: DNSMOS OVRL p5 (the worst calls), with median and PLCMOS."""
+    ovrl, plc = block.get("ovrl") or {}, block.get("plcmos") or {}
+    skipped = ", ".join(f"{k} {n}" for k, n in (block.get("skipped") or {}).items())
+    if not ovrl.get("n") and not skipped:
+        return []
+    sub = (f"DNSMOS OVRL (1-5) · p50 {_num(ovrl.get('p50'), '{:.2f}')} · n={ovrl.get('n', 0)}"
+           + (f" · PLCMOS p50 {_num(plc.get('p50'), '{:.2f}')} (n={plc['n']})"
+              if plc.get("n") else "") + (f" · not scored: {skipped}" if skipped else ""))
+    return [_card("agent voice MOS p5", _num(ovrl.get("p5"), "{:.2f}"), sub)]
+
+
+def call_mos(record: dict[str, Any]) -> str:
+    """One call's audio quality in a line: DNSMOS SIG/BAK/OVRL, PLCMOS, or why not scored."""
+    block = record.get("audio_quality")
+    if not isinstance(block, dict):
+        return ""
+    dns = block.get("dnsmos")
+    if not isinstance(dns, dict):
+        return f"audio quality not scored: {block.get('skipped') or 'unknown'}"
+    plc = block.get("plcmos")
+    return (f"agent voice MOS {_num(dns.get('ovrl'), '{:.2f}')} (DNSMOS OVRL; SIG "
+            f"{_num(dns.get('sig'), '{:.2f}')}, BAK {_num(dns.get('bak'), '{:.2f}')})"
+            + (f" · PLCMOS {_num(plc, '{:.2f}')}" if plc is not None else "")
+            + f" · {_num(block.get('seconds_scored'), '{:.0f}')} s of agent speech scored")
 
 
 def _gates(summary: dict[str, Any]) -> str:
@@ -253,6 +284,14 @@ def _degradation(summary: dict[str, Any]) -> str:
             '<p class="muted">No knee: p95 latency stayed within 2x and completion within 5 '
             'points of the lowest concurrency level.</p>')
     out = latency_svg(curve, knee) + note
+    mos = [r for r in rows.values() if r.get("mos_n")]
+    if mos:
+        cells = "".join(f"<tr><td>{esc(r.get('concurrency'))}</td>"
+                        f"<td>{esc(_num(r.get('mos_ovrl_p5'), '{:.2f}'))}</td>"
+                        f"<td>{esc(_num(r.get('mos_ovrl_p50'), '{:.2f}'))}</td>"
+                        f"<td>{esc(r.get('mos_n'))}</td></tr>" for r in mos)
+        out += ("<h3>Agent voice MOS (DNSMOS OVRL) by concurrency</h3><table><tr>"
+                "<th>concurrency</th><th>p5</th><th>p50</th><th>n</th></tr>" + cells + "</table>")
     phases = deg.get("by_phase") or {}
     if phases:
         items = "".join(
@@ -263,6 +302,13 @@ def _degradation(summary: dict[str, Any]) -> str:
         out += f"<h3>By load phase</h3><ul>{items}</ul>" + _slices(summary.get("by_phase") or {},
                                                                   "phase")
     return out
+
+
+def _latency_histogram(summary: dict[str, Any], records: list[dict[str, Any]]) -> str:
+    """Every response latency of every call (all records, not only those listed below)."""
+    values = [v for r in records for v in (r.get("metrics") or {}).get("response_latency_ms")
+              or [] if isinstance(v, int | float) and not isinstance(v, bool)]
+    return report_visuals.latency_histogram_svg(values, summary.get("latency_ms"))
 
 
 def _understanding(summary: dict[str, Any]) -> str:
@@ -427,6 +473,9 @@ def _call(record: dict[str, Any], run_dir: Path | None) -> str:
              '<span class="muted"> left: caller as sent · right: agent as received</span>'
              if src else '<p class="muted">No recording for this call.</p>')
     facts = _facts_table(record.get("understanding") or {}) + _hearing_table(record)
+    mos = call_mos(record)
+    if mos:
+        facts = f'<p class="muted mos">{esc(mos)}</p>' + facts
     agent_id = (record.get("transport") or {}).get("agent_call_id")
     if agent_id:
         facts += f'<p class="muted">agent call id: <code>{esc(agent_id)}</code></p>'
@@ -455,7 +504,7 @@ def _call(record: dict[str, Any], run_dir: Path | None) -> str:
             f'<li class="turn {speaker}"><span class="t">{esc(_sec(turn.get("start_ms")))}–'
             f'{esc(_sec(turn.get("end_ms")))} s</span><span class="who">{esc(who)}</span>'
             f'<span class="text">{esc(turn.get("text", ""))}</span>{gap}</li>')
-    body = (f'<div class="call-body">{audio}{facts}'
+    body = (f'<div class="call-body">{audio}{report_visuals.call_timeline_svg(record)}{facts}'
             f'{f"<ul class=flags>{call_level}</ul>" if call_level else ""}'
             f'<ol class="timeline">{"".join(lines) or "<li class=muted>No turns.</li>"}</ol></div>')
     return (f'<details class="call" id="{esc("call-" + call_id)}" data-call-id="{esc(call_id)}" '
@@ -492,7 +541,7 @@ def _viewer(records: list[dict[str, Any]], run_dir: Path | None, max_calls: int)
         + f'<span id="shown-count" class="muted">{len(listed)} of {len(listed)} calls</span>'
         + '</div>')
     calls = "".join(_call(r, run_dir) for r in listed)
-    return f'{note}{filters}<div id="calls">{calls}</div>'
+    return f'{note}{filters}{report_visuals.TIMELINE_LEGEND}<div id="calls">{calls}</div>'
 
 
 CSS = """
@@ -537,6 +586,8 @@ tr.unobserved td:first-child{border-left:3px dashed var(--muted)}
 }
 .badge.ok{background:var(--ok)}
 .badge.bad{background:var(--bad)}
+.badge.warn{background:#9a6700}
+tr.compare-regression td:first-child{border-left:3px solid var(--bad)}
 .status{font-size:15px;margin-top:6px}
 .plot text{font-size:11px;fill:#57606a}
 .plot .axis{font-size:12px;fill:#1f2328}
@@ -655,8 +706,15 @@ JS = """
 
 
 def render_report(summary: dict[str, Any], records: list[dict[str, Any]],
-                  run_dir: Path | None = None, *, max_calls: int = MAX_CALLS) -> str:
-    """The whole report as one HTML string."""
+                  run_dir: Path | None = None, *, max_calls: int = MAX_CALLS,
+                  compare: dict[str, Any] | None = None) -> str:
+    """The whole report as one HTML string; `compare` (default: run_dir/compare.json when there
+    is one) adds the baseline comparison."""
+    from evaluation.compare import html_section, read_compare
+
+    compare = compare if compare is not None else read_compare(run_dir)
+    compared = ('<h2 id="compare">Compared with the baseline</h2>' + html_section(compare, esc)
+                if compare is not None else "")
     gates = summary.get("gates") or []
     passed = all(g.get("passed") for g in gates)
     status = ("no gates evaluated" if not gates else
@@ -673,14 +731,16 @@ def render_report(summary: dict[str, Any], records: list[dict[str, Any]],
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{esc(title)}</title><style>{CSS}</style></head>
+<title>{esc(title)}</title><style>{CSS}{report_visuals.CSS}</style></head>
 <body><header><h1>{esc(title)}</h1>
 <div class="muted">target {esc(summary.get("target", ""))}</div>
 <div class="status"><span class="badge {"ok" if passed else "bad"}">{esc(status)}</span></div>
 {warn}</header><main>
 {_cards(summary)}
 <h2 id="gates">Gates</h2>{_gates(summary)}
+{compared}
 <h2 id="degradation">Latency and completion vs concurrency</h2>{_degradation(summary)}
+<h2 id="latency">Response latency distribution</h2>{_latency_histogram(summary, records)}
 <h2 id="understanding">Understanding by entity</h2>{_understanding(summary)}
 <h2 id="scenarios">By scenario</h2>{_slices(summary.get("by_scenario") or {}, "scenario")
     or '<p class="muted">No calls.</p>'}{_failed_checks(summary)}
@@ -688,7 +748,7 @@ def render_report(summary: dict[str, Any], records: list[dict[str, Any]],
     or '<p class="muted">No calls.</p>'}
 <h2 id="failures">Failure reasons</h2>{_failures(summary)}
 <h2 id="transcripts">Calls and transcripts</h2>{_viewer(records, run_dir, max_calls)}
-</main><script>{JS}</script></body></html>
+</main><script>{JS}{report_visuals.JS}</script></body></html>
 """
 
 

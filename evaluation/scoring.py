@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from callers.brain import says_goodbye
 from callers.facts.words import plain
 from evaluation.agent_reports import agent_hearing, reported_onset_offsets
 from evaluation.metrics import call_metrics
 from evaluation.understanding import graded_facts, score_understanding
+
+if TYPE_CHECKING:
+    from evaluation.llm_judge import LLMJudge
 
 
 def reached_conversation(record: dict[str, Any]) -> bool:
@@ -18,9 +21,10 @@ def reached_conversation(record: dict[str, Any]) -> bool:
     return bool(record.get("turns"))
 
 
-def score_call(record: dict[str, Any]) -> dict[str, Any]:
+def score_call(record: dict[str, Any], judge: LLMJudge | None = None) -> dict[str, Any]:
     """Fill `metrics`, `understanding` and `task` of a record dict from its events, turns,
-    agent state and the graded facts and success criteria it carries."""
+    agent state and the graded facts and success criteria it carries. A judge (blocking: one
+    HTTP request under its timeout) is asked only about facts no other source showed."""
     if not reached_conversation(record):
         record["metrics"], record["understanding"], record["task"] = {}, {}, {}
         return record
@@ -37,7 +41,7 @@ def score_call(record: dict[str, Any]) -> dict[str, Any]:
     if given is not None:  # a fact the caller never said cannot have been misunderstood
         expected = {k: v for k, v in expected.items() if k in given}
     record["understanding"] = score_understanding(
-        expected, record.get("agent_state") or {}, record.get("turns") or [])
+        expected, record.get("agent_state") or {}, record.get("turns") or [], judge)
     record["task"] = task_success(record)
     return record
 

@@ -143,6 +143,8 @@ def _understanding(records: list[dict[str, Any]]) -> dict[str, Any]:
         },
         "all_correct_rate": _rate(sum(all(c.values()) for c in scored), len(scored)),
         "n": len(scored),
+        # Every observed fact of every call pooled: the run's understanding in one figure.
+        "facts_rate": _rate(sum(sum(oks) for oks in by_entity.values()), observed),
         "facts_observed": observed,
         "facts_expected": observed + sum(unseen.values()),
     }
@@ -183,6 +185,34 @@ def _network(records: list[dict[str, Any]]) -> dict[str, Any]:
         out[key] = mean(values, 2)
     out["n"] = sum(1 for r in records if r.get("network"))
     return out
+
+
+def _mos(records: list[dict[str, Any]], key: str) -> list[float]:
+    return _numbers(((r.get("audio_quality") or {}).get("dnsmos") or {}).get(key)
+                    for r in records)
+
+
+def _mos_at(values: list[float], q: float) -> float | None:
+    """A MOS percentile to 0.01 (a 1-5 scale: 0.1 steps would hide a real change)."""
+    return round(float(np.percentile(values, q, method="linear")), 2) if values else None
+
+
+def _audio_quality(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """How the agent sounded: DNSMOS OVRL (p5: the worst calls; p50), SIG and BAK medians,
+    PLCMOS over calls with packet loss, and why calls were not scored."""
+    ovrl = _mos(records, "ovrl")
+    plc = _numbers((r.get("audio_quality") or {}).get("plcmos") for r in records)
+    blocks = [b for b in (r.get("audio_quality") for r in records) if isinstance(b, dict)]
+    minutes = sum(_number(b.get("seconds_scored")) or 0.0 for b in blocks if b.get("dnsmos")) / 60
+    cost = sum(_number(b.get("cost_s")) or 0.0 for b in blocks)
+    return {
+        "ovrl": {"p5": _mos_at(ovrl, 5), "p50": _mos_at(ovrl, 50), "n": len(ovrl)},
+        "sig_p50": _mos_at(_mos(records, "sig"), 50),
+        "bak_p50": _mos_at(_mos(records, "bak"), 50),
+        "plcmos": {"p5": _mos_at(plc, 5), "p50": _mos_at(plc, 50), "n": len(plc)},
+        "skipped": dict(Counter(str(b["skipped"]) for b in blocks if b.get("skipped"))),
+        "cost_s_per_speech_minute": round(cost / minutes, 2) if minutes else None,
+    }
 
 
 def _concurrency(record: dict[str, Any]) -> int:
@@ -255,6 +285,9 @@ def _by_concurrency(records: list[dict[str, Any]], cache: Cache | None = None
             "latency_p99_ms": percentile(latencies, 99),
             "latency_n": len(latencies),
             "completed": completed,
+            "mos_ovrl_p5": _mos_at(ovrl := _mos(group, "ovrl"), 5),
+            "mos_ovrl_p50": _mos_at(ovrl, 50),
+            "mos_n": len(ovrl),
         })
     return rows
 
@@ -313,7 +346,20 @@ def _generator(records: list[dict[str, Any]]) -> dict[str, Any]:
         # Caller replies not ready at their planned time (an overloaded caller answers late).
         "reply_late_rate": _rate(late, replies),
         "replies": replies,
+        "tts_cache": _tts_cache(records),
     }
+
+
+def _tts_cache(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The callers' speech served from the hosts' TTS caches, summed over calls."""
+    hits = misses = 0
+    for r in records:
+        counts = (r.get("generator") or {}).get("tts_cache")
+        if not isinstance(counts, dict):
+            continue
+        hits += int(_number(counts.get("hits")) or 0)
+        misses += int(_number(counts.get("misses")) or 0)
+    return {"hits": hits, "misses": misses, "hit_rate": _rate(hits, hits + misses)}
 
 
 def _brain(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -364,6 +410,7 @@ def summarize(
         "agent_hearing": _agent_hearing(records),
         "turn_taking": _turn_taking(records),
         "network": _network(records),
+        "audio_quality": _audio_quality(records),
         "by_concurrency": by_concurrency,
         "by_persona": _by("persona", records, cache),
         "by_scenario": _by("scenario", records, cache),

@@ -40,4 +40,8 @@ def print_summary(summary: dict[str, Any], run_dir: str) -> None:
     if (summary.get("generator") or {}).get("saturated"):
         console.print("[yellow]warning: the callers themselves were overloaded (pacing p99 > 20 ms);"
                       " latency figures from this run are not trustworthy[/yellow]")
+    tts = (summary.get("generator") or {}).get("tts_cache") or {}
+    if tts.get("hit_rate") is not None:
+        console.print(f"  caller speech from the TTS cache: {tts['hit_rate']:.0%} "
+                      f"({tts['hits']} of {tts['hits'] + tts['misses']} phrases)")
     console.print(f"results: {run_dir}/ (calls.jsonl, summary.json, audio/)")

@@ -15,12 +15,15 @@ from callers.persona import resolve_persona
 from callers.scenario import resolve_scenario
 from callers.record import CallRecord
 from callers.transport import Target
+from evaluation.llm_judge import LLMJudge
 from evaluation.scoring import score_call
 from orchestration.config import RunConfig
 from orchestration.host import CallerHostImpl
+from orchestration.live_metrics import LiveMetrics
 from orchestration.profile import build_steps
 from orchestration.scheduler import SchedulerStats, run_schedule
 from orchestration.store import RunStore
+from orchestration.tracing import record_tracer
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,7 @@ class HostSlot:
     actor: Any
     in_flight: int = 0
     alive: bool = True
+    node_id: str | None = None  # the Ray node it runs on, once it said so
 
 
 @dataclass
@@ -63,9 +67,11 @@ class HostPool:
 
     async def start(self, count: int) -> None:
         self.hosts = [HostSlot(self._new_actor()) for _ in range(count)]
-        await asyncio.wait_for(
+        ready = await asyncio.wait_for(
             asyncio.gather(*(h.actor.ready.remote() for h in self.hosts)), HOST_READY_TIMEOUT_S
         )
+        for host, info in zip(self.hosts, ready, strict=True):
+            host.node_id = info.get("node_id")
 
     def pick(self) -> HostSlot:
         alive = [h for h in self.hosts if h.alive]
@@ -113,7 +119,9 @@ def plan_specs(config: RunConfig, target: Target) -> list[dict[str, Any]]:
             fields = {**target_fields, "url": f"{target.url}?flow={flows[scenario]}"}
         specs.append({"call_id": f"c{i:05d}-{resolve_persona(persona).id}", "persona": persona,
                       "scenario": scenario, "seed": config.seed * 100_003 + i,
-                      "target": fields, "brain": brain, "max_call_s": config.fleet.max_call_s})
+                      "target": fields, "brain": brain, "max_call_s": config.fleet.max_call_s,
+                      "audio": config.fleet.audio,
+                      "audio_quality": config.evaluation.audio_quality})
     return specs
 
 
@@ -133,7 +141,8 @@ def _interleaved(weights: dict[str, float], n: int) -> list[str]:
 class Fleet:
     """Runs one RunConfig against one target; every record lands in the store exactly once."""
 
-    def __init__(self, config: RunConfig, target: Target, store: RunStore) -> None:
+    def __init__(self, config: RunConfig, target: Target, store: RunStore,
+                 live: LiveMetrics | None = None) -> None:
         self.config = config
         self.target = target
         self.store = store
@@ -141,6 +150,15 @@ class Fleet:
         self.records: dict[str, dict[str, Any]] = {}
         self.pool = HostPool(str(store.run_dir.resolve()), config.fleet.null_call_s)
         self.stop = asyncio.Event()
+        judge = config.evaluation.judge  # asked here, in the driver: only it grades
+        self.judge = LLMJudge(judge) if judge is not None else None
+        self._grading: set[asyncio.Task] = set()
+        self.live = live  # Prometheus metrics while the run goes (None: off)
+        # A trace per call to an OTLP collector (None: tracing off, nothing imported).
+        self.tracer = record_tracer(config.tracing)
+        self._host_of: dict[str, str] = {}  # call_id -> host label, for live metrics
+        if live is not None:
+            live.track(self.stats)
 
     async def run(self, hosts: int | None = None, spare_cores: int = 0) -> list[dict[str, Any]]:
         """Place every planned call; one host per core unless told (spare_cores left free)."""
@@ -157,17 +175,30 @@ class Fleet:
             )
         finally:
             self.pool.shutdown()
+            if self._grading:  # records still with the judge are stored before we return
+                await asyncio.gather(*self._grading)
+            if self.judge is not None:
+                self.judge.close()
+            if self.tracer is not None:  # the last spans, off this loop
+                await asyncio.to_thread(self.tracer.shutdown)
         return list(self.records.values())
 
     async def _place(self, spec: dict[str, Any]) -> dict[str, Any]:
         host = self.pool.pick()
         host.in_flight += 1
+        label = ""
+        if self.live is not None:  # by identity: HostSlots are dataclasses, equal by fields
+            label = f"host-{next(i for i, h in enumerate(self.pool.hosts) if h is host)}"
+            self._host_of[spec["call_id"]] = label
+            self.live.call_started(label)
         timeout = spec["max_call_s"] + CALL_GRACE_S + HOST_READY_TIMEOUT_S
         try:
             return await asyncio.wait_for(host.actor.place.remote(spec), timeout)
         except RayActorError as e:
             self.pool.replace(host)
-            return _failed(spec, "caller_host_lost", type(e).__name__)
+            lost = _failed(spec, "caller_host_lost", type(e).__name__)
+            lost["generator"] = {"host_node_id": host.node_id}  # which node went away
+            return lost
         except (TimeoutError, GetTimeoutError):
             self.pool.replace(host)
             return _failed(spec, "caller_host_lost", f"no result within {timeout:.0f} s")
@@ -175,16 +206,46 @@ class Fleet:
             return _failed(spec, "caller_error", f"{type(e).__name__}: {e}"[:500])
         finally:
             host.in_flight -= 1
+            if self.live is not None:
+                self.live.call_ended(label)
 
     def _record(self, record: dict[str, Any]) -> None:
         call_id = record["call_id"]
         if call_id in self.records:  # a result is counted once, whatever happens
             log.warning("duplicate result for %s ignored", call_id)
             return
+        if self.judge is not None and record.get("events"):
+            # The judge's round trip (up to its timeout) runs in a thread, off this loop that
+            # places calls; the record is stored once graded.
+            self.records[call_id] = record
+            task = asyncio.get_running_loop().create_task(self._judged(record),
+                                                          name=f"grade-{call_id}")
+            self._grading.add(task)
+            task.add_done_callback(self._grading.discard)
+            return
         if record.get("events"):  # a call that never connected has nothing to grade
             score_call(record)
         self.records[call_id] = record
+        self._keep(record)
+
+    async def _judged(self, record: dict[str, Any]) -> None:
+        try:
+            await asyncio.to_thread(score_call, record, self.judge)
+        except Exception:  # the judge never raises; whatever else did, the record is kept
+            log.exception("grading %s failed", record["call_id"])
+        self._keep(record)
+
+    def _keep(self, record: dict[str, Any]) -> None:
+        """Store a graded record (traced first: a record without trace ids gets them), then
+        count it in the live metrics."""
+        if self.tracer is not None:
+            try:
+                self.tracer.export(record)
+            except Exception:  # a trace is a nice-to-have: the record is stored regardless
+                log.exception("tracing %s failed", record["call_id"])
         self.store.append(record)
+        if self.live is not None:
+            self.live.observe(record, self._host_of.pop(record["call_id"], None))
 
 
 def _failed(spec: dict[str, Any], reason: str, detail: str) -> dict[str, Any]:

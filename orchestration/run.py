@@ -11,49 +11,82 @@ from pathlib import Path
 from orchestration.config import RunConfig
 from orchestration.console import console, print_summary
 from orchestration.fleet import Fleet, start_ray
+from orchestration.guards import check_before_start, check_hosts
+from orchestration.live_metrics import LiveMetrics
 from orchestration.local_agent import reference_agent
 from orchestration.progress import live_progress
 from evaluation.gates import DEFAULT_GATES, DefaultGates, Gates, parse_gates
 from evaluation.summary import summarize
-from orchestration.reporting import exit_code, finish_run, print_gates
+from orchestration.reporting import (
+    compare_for_config, exit_code, finish_run, load_run, print_compare, print_gates)
 from orchestration.store import RunStore, new_run_id
 
 EXIT_ABORTED = 3
 
 
 def run_config(config: RunConfig, out: Path, *, address: str | None = None,
-               where: str = "gates", gates: Gates | None = None) -> int:
+               where: str = "gates", gates: Gates | None = None,
+               metrics_port: int | None = None, metrics_host: str = "127.0.0.1") -> int:
     """Place the configured calls; returns the process exit code. gates: instead of the
-    config's (the demo's relaxed defaults)."""
+    config's (the demo's relaxed defaults). metrics_port (else the config's
+    fleet.metrics_port): serve live Prometheus metrics there while the run goes."""
     gates = gates or parse_gates(config.gates, where=where)  # bad gates fail before any call
+    regression = config.regression
+    baseline = load_run(Path(regression.baseline)) if regression else None  # likewise
+    check_before_start(config, out)  # disk for the recordings, file descriptors: exit 2
+    compared = None
     with contextlib.ExitStack() as stack:
-        if config.target.url == "reference":
+        live = _live_metrics(stack, config, metrics_port, metrics_host)  # a busy port: exit 2
+        embedded = config.target.url == "reference"
+        if not embedded:
+            target = config.target.to_target()
+            target.token()  # a missing token env var is a config error before anything starts
+        console.print("starting Ray...")
+        start_ray(address)
+        check_hosts(config)  # more hosts than CPUs: exit 2 before any model loads
+        if embedded:
             console.print("starting the reference agent on 127.0.0.1...")
             base = stack.enter_context(reference_agent(*config.target.reference_agent_args))
             target = config.target.to_target(base)
-        else:
-            target = config.target.to_target()
-        target.token()  # a missing token env var is a config error before any call
+            target.token()
         run_id = new_run_id()
         store = stack.enter_context(RunStore(out / run_id))
         # Written first so that a run killed outright still says what was planned and partial.
         store.write_summary(summarize([], run_id=run_id, target=target.url,
                                       planned=config.load.total_calls, partial=True))
-        console.print("starting Ray and the caller hosts (loading models)...")
-        start_ray(address)
-        fleet = Fleet(config, target, store)
+        console.print("starting the caller hosts (loading models)...")
+        fleet = Fleet(config, target, store, live=live)
         began = time.monotonic()
         # An embedded agent shares this machine: leave it a core, or both sides starve.
         spare = 1 if config.target.url == "reference" else 0
         aborted = asyncio.run(_drive(fleet, spare))
         records = list(fleet.records.values())
         partial = aborted or len(records) < config.load.total_calls
+        if regression is not None and baseline is not None:  # compare.json, read by finish_run
+            compared = compare_for_config(store.run_dir, run_id, records, regression, baseline)
         summary = finish_run(store, records, run_id=run_id, target=target.url,
                              planned=config.load.total_calls, partial=partial, gates=gates)
     console.print(f"{len(records)} calls finished in {time.monotonic() - began:.0f} s")
     print_summary(summary, str(out / run_id))
     print_gates(summary)
+    if compared is not None:
+        print_compare(compared)
     return EXIT_ABORTED if aborted else exit_code(summary)
+
+
+def _live_metrics(stack: contextlib.ExitStack, config: RunConfig, port: int | None,
+                  host: str) -> LiveMetrics | None:
+    """Serve live metrics for the length of the stack, if a port is asked for."""
+    where = "--metrics-port"
+    if port is None:
+        port, where = config.fleet.metrics_port, "fleet.metrics_port"
+    if port is None:
+        return None
+    live = stack.enter_context(LiveMetrics())
+    bound = live.serve(port, host, where=where)
+    shown = f"[{host}]" if ":" in host else host  # an IPv6 address
+    console.print(f"live metrics: http://{shown}:{bound}/metrics")
+    return live
 
 
 async def _drive(fleet: Fleet, spare_cores: int) -> bool:

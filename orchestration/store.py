@@ -10,7 +10,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from callers.inputs import excerpt
 from callers.record import CallRecord
+from orchestration.record_check import record_problem
 
 CALLS_FILE = "calls.jsonl"
 SUMMARY_FILE = "summary.json"
@@ -90,10 +92,12 @@ class RunStore:
 
 
 def read_records(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
-    """Read calls.jsonl; a bad line becomes a warning with its line number and is skipped."""
+    """Read calls.jsonl; a line that is not a call record (bad JSON, wrong field types) or repeats
+    an earlier call_id becomes a warning with its line number and is skipped."""
     path = Path(path)
     records: list[dict[str, Any]] = []
     warnings: list[str] = []
+    seen: dict[str, int] = {}  # call_id -> line it was first read from
     if not path.exists():
         return records, [f"{path.name}: not found"]
     # errors="replace": a torn multi-byte character must cost one line, not the whole file.
@@ -103,11 +107,20 @@ def read_records(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
                 continue
             try:
                 data = json.loads(line)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 warnings.append(f"{path.name}:{lineno}: not valid JSON (truncated line?)")
                 continue
             if not isinstance(data, dict):
                 warnings.append(f"{path.name}:{lineno}: not a JSON object")
+                continue
+            problem = record_problem(data)
+            if problem is not None:
+                warnings.append(f"{path.name}:{lineno}: not a call record: {problem}")
+                continue
+            first = seen.setdefault(data["call_id"], lineno)
+            if first != lineno:  # counted once: a second copy would count the call twice
+                warnings.append(f"{path.name}:{lineno}: duplicate of line {first} (call_id "
+                                f"{excerpt(data['call_id'])})")
                 continue
             records.append(data)
     return records, warnings

@@ -52,6 +52,11 @@ _REASON_LEAD = re.compile(
     re.IGNORECASE,
 )
 # Words a bare rejection ("No, that's wrong.") is made of: it carries no answer of its own.
+# "Sorry, could you repeat that?": the caller missed the question (noise, a cut-off greeting).
+# A short turn like this asks again; it is not an answer ("Repeat" is no one's name).
+_REPEAT_REQUEST = re.compile(r"\b(repeat|say (that|it) again|come again|pardon)\b", re.I)
+REPEAT_REQUEST_MAX_WORDS = 10
+
 _REJECTION_WORDS = {
     "no", "nope", "nah", "that's", "that", "is", "isn't", "it's", "it", "was", "wasn't", "not",
     "wrong", "incorrect", "right", "correct", "actually", "sorry", "quite", "exactly", "uh",
@@ -178,7 +183,9 @@ def full_name(text: str) -> str | None:
         for prev, nxt in zip(words[k:], words[k + 1:], strict=False):
             between = text[prev.end():nxt.start()]
             low = nxt[0].lower()
-            if (len(name) >= 3 or not between.isspace() or not nxt[0][0].isupper()
+            # "Maria, Garcia.": Whisper puts a comma where the caller paused between the two.
+            apart = between.isspace() or (len(name) == 1 and between == ", ")
+            if (len(name) >= 3 or not apart or not nxt[0][0].isupper()
                     or low in _NOT_NAMES or is_filler(low)):
                 break
             name.append(extract_name(nxt[0]) or nxt[0])
@@ -307,9 +314,12 @@ class Dialog:
 
     @property
     def slot_type(self) -> str | None:
-        """The fact type of the slot being asked for (None at feedback and done)."""
+        """The fact type of the slot being asked for (None at feedback and done); "full_name"
+        for a name slot whose answer is a whole name."""
         slot = self._slots.get(self._stage)
-        return slot.type if slot else None
+        if slot is None:
+            return None
+        return "full_name" if slot.type == "name" and slot.full_name else slot.type
 
     @property
     def dropped(self) -> bool:
@@ -335,6 +345,9 @@ class Dialog:
                      else self._correct_closing(text))
             if reply is not None:
                 return reply
+        if (_REPEAT_REQUEST.search(text) and len(text.split()) <= REPEAT_REQUEST_MAX_WORDS
+                and self.current_question()):
+            return AgentReply(f"Of course. {self.current_question()}")
         return self._answer(text)
 
     # --- wording ---

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import signal
 
+from callers.errors import ConfigError
 from callers.stt import Transcriber, warm_up
 from callers.tts import Synthesizer
+from callers.tts_cache import CachedSynthesizer, TTSCache
 from reference_agent.call import AgentKnobs, SpeechModels
 from reference_agent.server import AgentServer, serve
+from reference_agent.sip_media import SipListener, bind_ports, sip_url
 from reference_agent.turn_log import TurnLog
 
 
@@ -26,13 +29,25 @@ async def run_agent(args) -> int:
     )
     await warm_up(stt, tts)
     turn_log = TurnLog(args.turn_log) if getattr(args, "turn_log", None) else None
-    server = AgentServer(SpeechModels(stt, tts), knobs, host=args.host, turn_log=turn_log)
-    runner, port = await serve(server, args.host, args.port)
+    # The agent's prompts repeat on every call: synthesized once per process.
+    speech = SpeechModels(stt, CachedSynthesizer(tts, TTSCache()))
+    server = AgentServer(speech, knobs, host=args.host, turn_log=turn_log)
+    # SIP on UDP, by default on the HTTP port's number (`url: reference` finds it there).
+    sip_port = getattr(args, "sip_port", None)
+    try:
+        http_port, sip_socket = bind_ports(args.host, args.port, sip_port)
+    except OSError as e:
+        raise ConfigError(f"--sip-port {args.port if sip_port is None else sip_port}: cannot "
+                          f"listen on UDP ({e.strerror or e})") from None
+    runner, port = await serve(server, args.host, http_port)
+    sip = await SipListener.start(server, sip_socket,
+                                  rtp_port=getattr(args, "sip_rtp_port", None),
+                                  rtp_advertise=getattr(args, "sip_rtp_advertise", None))
     url = f"http://{args.host}:{port}"
     # The first line is read by `callfleet demo` to find the port: keep its format.
     ws = "ws" + url.removeprefix("http")
     print(f"callfleet agent listening on {url} (json-offer: {url}/offer, whip: {url}/whip, "
-          f"pcm-ws: {ws}/pcm, twilio-ws: {ws}/twilio)",
+          f"pcm-ws: {ws}/pcm, twilio-ws: {ws}/twilio, sip: {sip_url(sip.address)})",
           flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -40,6 +55,7 @@ async def run_agent(args) -> int:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await runner.cleanup()
+    sip.close()
     if turn_log is not None:
         turn_log.close()
     stt.close()

@@ -1,5 +1,6 @@
 """The reference agent's endpoints: WebRTC signaling (json-offer: POST /offer; WHIP: POST
-/whip) and WebSocket media streams (/pcm: raw PCM; /twilio: Twilio Media Streams)."""
+/whip) and WebSocket media streams (/pcm: raw PCM; /twilio: Twilio Media Streams). Its SIP
+listener is reference_agent/sip_media.py."""
 
 from __future__ import annotations
 
@@ -48,7 +49,10 @@ class AgentServer:
     def _knobs_for(self, request: web.Request) -> AgentKnobs:
         """The knobs for one call: `?flow=NAME` picks the flow (one agent, every flow); a
         --mishear slot the flow lacks does not apply to it. ValueError for an unknown flow."""
-        name = request.query.get("flow")
+        return self.knobs_for_flow(request.query.get("flow"))
+
+    def knobs_for_flow(self, name: str | None) -> AgentKnobs:
+        """The knobs for a call of flow name (None: the agent's own); ValueError if unknown."""
         if not name:
             return self.knobs
         flow = get_flow(name)  # ValueError names the known flows

@@ -12,7 +12,8 @@ from aiohttp import web
 
 class FakeLLM:
     """POST /v1/chat/completions, scripted per request: ("stream", [deltas]) | ("status", code,
-    body) | ("sleep", seconds)."""
+    body) | ("sleep", seconds). A request without stream: true gets the deltas joined as one
+    chat.completion."""
 
     def __init__(self) -> None:
         self.script: list[tuple] = []
@@ -34,6 +35,11 @@ class FakeLLM:
             step = ("stream", ["Too late."])
             if request.transport is None or request.transport.is_closing():
                 return web.Response(status=499)  # the client gave up waiting, as it should
+        if not body.get("stream"):
+            return web.json_response({
+                "id": "c1", "object": "chat.completion", "created": 0, "model": body["model"],
+                "choices": [{"index": 0, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": "".join(step[1])}}]})
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         for i, delta in enumerate([*step[1], None]):

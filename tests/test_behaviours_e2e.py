@@ -184,7 +184,7 @@ def test_planted_response_delay_fails_the_latency_gate_only(run):
     summary = summarize([run[0]["late"]], run_id="late", target="reference")
     results = {g["name"]: g for g in evaluate_gates(summary)}
     assert not results["latency_p95_ms"]["passed"], results["latency_p95_ms"]
-    assert results["completion_rate"]["passed"] and results["understanding.amount"]["passed"]
+    assert results["completion_rate"]["passed"] and results["understanding_facts_rate"]["passed"]
 
 
 def test_clean_agent_passes_every_default_gate(run):

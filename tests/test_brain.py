@@ -388,3 +388,14 @@ def test_a_misheard_full_name_is_spelled_word_by_word():
                                               maria.facts))
     reply = brain.decide("I have your name as Maria Garza. For how many people?")
     assert reply.text.startswith("No, it's Maria Garcia, M-A-R-I-A G-A-R-C-I-A.")
+
+
+@pytest.mark.parametrize(("agent_text", "intent"), [
+    ("Hello, thanks for calling Demo Bank. How can I help you today?", "reason"),
+    ("I can help with that. What is your first name?", "first_name"),
+    # Whisper's "first main": a new question nothing recognised, not the reason asked again
+    ("I can help with that. What is your first main?", "other"),
+    ("Thanks for calling. How can I help you? Please tell me.", "reason"),
+])
+def test_an_opener_phrase_loses_to_a_later_question_even_an_unrecognised_one(agent_text, intent):
+    assert classify_intent(agent_text) == intent

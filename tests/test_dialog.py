@@ -303,3 +303,15 @@ def test_correction_after_a_stretched_filler_is_a_correction():
     replies = _talk(dialog, [*HAPPY_TURNS[:2], "Smash.", "Umm, no, it's Smith."])
     assert replies[-1].text.startswith("Sorry about that. I have your last name as Smith.")
     assert dialog.entities["last_name"] == "Smith"
+
+
+@pytest.mark.parametrize("ask", ["Sorry, could you repeat that?", "Pardon?",
+                                 "Sorry, I didn't catch that. Could you say that again?"])
+def test_a_caller_who_missed_the_question_hears_it_again_and_it_is_not_an_answer(ask):
+    dialog = Dialog(flow="clinic_appointment")
+    question = dialog.current_question()
+    reply = dialog.hear(ask)
+    assert reply.text == f"Of course. {question}"
+    assert dialog.entities == {} and dialog.current_question() == question
+    dialog.hear("My name is Anna Lee.")
+    assert dialog.entities["name"] == "Anna Lee"

@@ -244,6 +244,10 @@ def test_find_time(text, expected, value):
         ("+44 20 7946 0958", "+442079460958"),
         ("plus four four, two zero, seven nine four six, zero nine five eight", "+442079460958"),
         ("I can help with that in 5 minutes", None),
+        # Whisper's "four" as "for": nine digits after it make ten with it, ten stay ten.
+        ("No, it's for 1 5, 5 5 5, 0 1 3 4.", "4155550134"),
+        ("No, it's for 1 5 5 5 5 5 0 1 3 4.", "1555550134"),
+        ("call me for 555 0134", "5550134"),
     ],
 )
 def test_find_phone(text, value):
@@ -270,6 +274,12 @@ def test_find_phone_reads_whispers_for_and_to_as_digits_when_the_fact_says_so():
         ("Thanks. Your email is j dot smith at example dot com. Is that right?", None,
          "j.smith@example.com"),
         ("See you at 7. Bye.", None, None),
+        # Whisper drops the "at": only the expected address is recognised so, whole.
+        ("I have your email as j.smith.example.com. Express?", "j.smith@example.com",
+         "j.smith@example.com"),
+        ("I have your email as j.smith.example.com.", None, None),
+        ("I have your email as jsmith.example.com.", "j.smith@example.com", None),
+        ("I have your email as j.smith.example.com.au.", "j.smith@example.com", None),
     ],
 )
 def test_find_email(text, expected, value):

@@ -174,8 +174,9 @@ def test_default_gates_pass_a_clean_run_and_fail_a_slow_one():
     s = apply_gates(summary_of(clean))
     assert gates_passed(s), [g for g in s["gates"] if not g["passed"]]
     assert {g["name"] for g in s["gates"]} == {
-        "latency_p95_ms", "completion_rate", "understanding.first_name",
-        "understanding.amount", "barge_in_not_stopped_rate", "generator_saturated"}
+        "latency_p95_ms", "completion_rate", "understanding_facts_rate",
+        "understanding.first_name", "understanding.amount", "barge_in_not_stopped_rate",
+        "generator_saturated"}
     slow = [rec(f"c{i}", latencies=[4300, 4600], stops=[400]) for i in range(20)]
     s = apply_gates(summary_of(slow))
     assert not gates_passed(s)
@@ -215,3 +216,18 @@ def test_default_gates_judge_only_what_the_run_measured_and_name_the_rest():
     apply_gates(summary, {"barge_in_not_stopped_rate": {"max": 0.2}})
     assert [(g["name"], g["passed"]) for g in summary["gates"]] == [
         ("barge_in_not_stopped_rate", False)]
+
+
+def test_default_per_fact_gates_need_ten_observations_and_the_pooled_rate_judges_the_rest():
+    summary = {"understanding": {
+        "facts_rate": 49 / 51, "facts_observed": 51, "by_entity": {
+            "name": {"rate": 5 / 6, "n": 6, "not_observed": 0, "expected": 6},
+            "phone": {"rate": 2 / 3, "n": 3, "not_observed": 0, "expected": 3},
+            "date": {"rate": 0.8, "n": 10, "not_observed": 0, "expected": 10}}}}
+    s = apply_gates(dict(summary))
+    judged = {g["name"]: g["passed"] for g in s["gates"]}
+    assert judged == {"understanding_facts_rate": True, "understanding.date": False}
+    assert "understanding.phone (observed 3 times, fewer than 10)" in s["gates_not_measured"]
+    # A user's own gate judges whatever was observed.
+    (phone,) = evaluate_gates(summary, {"understanding.phone": {"min": 0.9}})
+    assert not phone["passed"] and phone["n"] == 3

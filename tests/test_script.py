@@ -67,3 +67,23 @@ def test_a_recorded_turn_plays_as_recorded(tmp_path):
     utterance = wav_utterance(path, mode="barge_in")
     assert utterance.mode == "barge_in" and utterance.text == "[tone.wav]"
     assert abs(utterance.pcm48.size - 48_000) < 100  # 1 s at the wire rate
+
+
+async def test_the_facts_a_script_states_are_given_so_they_are_graded(tmp_path):
+    facts = scripted(tmp_path, """
+id: scripted-dispute
+goal: Say fixed lines.
+script:
+  - {say: "My first name is John.", after_agent_ms: 800}
+  - {say: "Smith.", after_agent_ms: 800}
+  - {say: "Thanks.", after_agent_ms: 800}
+facts:
+  first_name: {type: name, value: John}
+  last_name: {type: name, value: Smith}
+  amount: {type: money, value: 250}
+""")
+    brain = brain_for(resolve_persona("cooperative-john"), 1, facts)
+    assert (await brain.reply("What is your first name?", [])).facts == ("first_name",)
+    assert (await brain.reply("And your last name?", [])).facts == ("last_name",)
+    assert (await brain.reply("How much?", [])).facts == ()
+    assert brain.facts_given == {"first_name", "last_name"}  # amount never said: not graded

@@ -75,7 +75,8 @@ def test_everything_is_none_not_nan_when_there_is_nothing_to_aggregate():
     assert s["network"]["rtt_ms"] is None
     assert s["by_concurrency"] == []
     assert s["generator"] == {"pacing_late_ms_p99": None, "loop_lag_ms_p99": None,
-                              "saturated": False, "reply_late_rate": None, "replies": 0}
+                              "saturated": False, "reply_late_rate": None, "replies": 0,
+                              "tts_cache": {"hits": 0, "misses": 0, "hit_rate": None}}
     assert s["calls"]["not_started"] == 3
     json.dumps(s, allow_nan=False)  # strict JSON: would raise on NaN
 

@@ -412,7 +412,9 @@ def test_reference_url_maps_to_the_agents_websocket_endpoint(tmp_path):
 @pytest.mark.parametrize(("target", "message"), [
     ({"transport": "pcm-ws", "url": "http://a/x"}, "pcm-ws expects a ws:// or wss:// URL"),
     ({"transport": "webrtc", "url": "ws://a/x"}, "webrtc expects a http:// or https:// URL"),
-    ({"transport": "sip"}, "target.transport"),
+    ({"transport": "carrier-pigeon"}, "target.transport"),
+    ({"transport": "sip", "signaling": "whip"}, "signaling does not apply to transport sip"),
+    ({"transport": "sip", "url": "http://a/x"}, "expected a sip:user@host[:port] URI"),
     ({"transport": "twilio-ws", "sample_rate": 8000}, "sample_rate does not apply to transport "
                                                       "twilio-ws"),
     ({"transport": "pcm-ws", "codec": "pcmu"}, "codec does not apply to transport pcm-ws"),

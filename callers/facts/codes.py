@@ -51,13 +51,19 @@ def _scan_phones(t: str) -> list[Candidate]:
             # Whisper writes a leading "four"/"two" as "for"/"to": "I have for 1 5..."
             homophone = _HOMOPHONES.get(tokens[i - 1][0].lower()) if i > 0 else None
             if homophone and len(digits) < 15:
-                readings.append(canonical_phone(homophone + digits, plus))
+                # Nine digits after "for": the tenth is the homophone ("No, it's for 1 5 5...").
+                with_homophone = canonical_phone(homophone + digits, plus)
+                if len(digits) == NATIONAL_DIGITS - 1 and not plus:
+                    readings.insert(0, with_homophone)
+                else:
+                    readings.append(with_homophone)
             found.append(Candidate(tuple(readings), start, end, cue))
         i = max(j, i + 1)
     return found
 
 
 _HOMOPHONES = {"for": "4", "to": "2", "too": "2"}
+NATIONAL_DIGITS = 10  # the commonest phone number length (NANP and many others)
 
 
 # --- email addresses -------------------------------------------------------------------------

@@ -127,6 +127,17 @@ def _scan_text(t: str, expected: str | None) -> list[Candidate]:
             for m in phrase_regex(expected).finditer(t)]
 
 
+def _email_without_at(t: str, expected: str | None) -> list[Candidate]:
+    """Whisper often drops the "at" of a spoken address: "j dot smith at example dot com" comes
+    out "j.smith.example.com". Only the expected address is looked for so (its "@" heard as a
+    dot, every other character as said): a read-back check, not a way to find new addresses."""
+    if not expected or "@" not in expected:
+        return []
+    heard = re.escape(expected.lower().replace("@", "."))
+    return [Candidate((expected.lower(),), m.start(), m.end(), cue=False)
+            for m in re.finditer(rf"(?<![\w.@]){heard}(?![\w@]|\.\w)", t, re.I)]
+
+
 # --- the API ---------------------------------------------------------------------------------
 
 def scan(type: str, text: str, options: OptionsArg = None, *, expected: str | None = None,
@@ -147,7 +158,7 @@ def scan(type: str, text: str, options: OptionsArg = None, *, expected: str | No
     if type == "phone":
         return _scan_phones(t)
     if type == "email":
-        return _scan_emails(t)
+        return _scan_emails(t) + _email_without_at(t, expected)
     if type == "spelled":
         return _scan_spelled(t)
     if type == "name":
@@ -188,7 +199,7 @@ def find(type: str, text: str, expected=None, options: OptionsArg = None) -> str
         return _find_text(text, exp)
     if type == "yes_no":
         return _find_yes_no(text)
-    candidates = [c for c in scan(type, text, choices) if not c.other]
+    candidates = [c for c in scan(type, text, choices, expected=exp) if not c.other]
     return pick(type, candidates, exp)
 
 

@@ -1,11 +1,12 @@
 """How a caller reaches an agent: one CallTransport interface (base), and its implementations:
-WebRTC (webrtc), Twilio Media Streams (twilio_ws) and raw PCM over a WebSocket (pcm_ws)."""
+WebRTC (webrtc), Twilio Media Streams (twilio_ws), raw PCM over a WebSocket (pcm_ws) and SIP
+with G.711 RTP (sip)."""
 
 from __future__ import annotations
 
 from callers.transports.base import CallTransport, TransportEvents
 
-TRANSPORTS = ("webrtc", "twilio-ws", "pcm-ws")
+TRANSPORTS = ("webrtc", "twilio-ws", "pcm-ws", "sip")
 
 
 def make_transport(target, clock, outgoing, events: TransportEvents, *,
@@ -25,6 +26,10 @@ def make_transport(target, clock, outgoing, events: TransportEvents, *,
         from callers.transports.twilio_ws import TwilioWsTransport
 
         return TwilioWsTransport(target, clock, outgoing, events)
+    if target.transport == "sip":
+        from callers.transports.sip import SipTransport
+
+        return SipTransport(target, clock, outgoing, events)
     raise ConfigError(f"target.transport: expected one of {', '.join(TRANSPORTS)}, "
                       f"got {target.transport!r}")
 

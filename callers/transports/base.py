@@ -51,6 +51,8 @@ class CallTransport(ABC):
         self.outgoing = outgoing
         self.events = events
         self.agent_call_id: str | None = None  # the agent's (or our) id for the call
+        # The call's W3C traceparent, sent to the agent when set (CallSession sets it).
+        self.traceparent: str | None = None
 
     @abstractmethod
     async def connect(self, timeout_s: float) -> None:

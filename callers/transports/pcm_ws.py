@@ -41,7 +41,7 @@ class PcmWsTransport(WebSocketTransport):
     def _on_text(self, data: str) -> None:
         try:
             message = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past the recursion limit
             message = None
         if isinstance(message, dict) and message.get("type") == "clear":
             self.player.clear()

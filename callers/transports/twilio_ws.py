@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from callers.audio import STT_RATE, StreamResampler
+from callers.trace_context import with_traceparent
 from callers.transports.websocket import WebSocketTransport, mulaw_decode, mulaw_encode
 
 TWILIO_RATE = 8000
@@ -59,7 +60,8 @@ class TwilioWsTransport(WebSocketTransport):
         await self._send("start", start={
             "streamSid": self.stream_sid, "accountSid": self.account_sid,
             "callSid": self.call_sid, "tracks": ["inbound"],
-            "customParameters": dict(self.target.custom_parameters),
+            "customParameters": with_traceparent(dict(self.target.custom_parameters),
+                                                 self.traceparent),
             "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": TWILIO_RATE,
                             "channels": 1}})
 
@@ -73,7 +75,7 @@ class TwilioWsTransport(WebSocketTransport):
     def _on_text(self, data: str) -> None:
         try:
             message = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past the recursion limit
             self._bad_message("not JSON")
             self.events.message("twilio-ws", data)
             return
@@ -86,7 +88,8 @@ class TwilioWsTransport(WebSocketTransport):
                 return
             self.player.push(self._up.push(mulaw_decode(payload), TWILIO_RATE))
         elif event == "mark":
-            name = (message.get("mark") or {}).get("name")
+            mark = message.get("mark")
+            name = mark.get("name") if isinstance(mark, dict) else None
             if not isinstance(name, str):
                 self._bad_message("mark without a name")
                 return

@@ -13,7 +13,7 @@ import numpy as np
 
 from callers.agent_messages import client_ready
 from callers.errors import CallFailed
-from callers.loopback import candidate_addresses, loopback_only
+from callers.loopback import candidate_addresses, keep_loopback_candidates, loopback_only
 from callers.media import ReceiveStats, received_frames
 from callers.network import network_stats
 from callers.transport import (
@@ -52,10 +52,17 @@ class WebRtcTransport(CallTransport):
         with loopback_only(self.target.local):
             await pc.setLocalDescription(await pc.createOffer())
         self.local_candidates = candidate_addresses(pc.localDescription.sdp)
+        self.signaling.traceparent = self.traceparent
         answer = await self.signaling.exchange(pc.localDescription)
         self.agent_call_id = self.signaling.agent_call_id
         self.remote_candidates = candidate_addresses(answer.sdp)
-        await pc.setRemoteDescription(answer)
+        if self.target.local:  # no ICE check (nor mDNS lookup) leaves the machine
+            answer.sdp = keep_loopback_candidates(answer.sdp)
+        try:
+            await pc.setRemoteDescription(answer)
+        except Exception as e:  # aiortc's parser raises what it likes (ValueError, assert...)
+            raise CallFailed("signaling_bad_answer", "the answer's SDP was refused: "
+                             f"{type(e).__name__}: {e}"[:300]) from e
         deadline = time.monotonic() + timeout_s
         while pc.connectionState != "connected":
             if pc.connectionState in ("failed", "closed") or time.monotonic() > deadline:

@@ -18,6 +18,7 @@ import numpy as np
 from callers.audio import FRAME_MS, STT_RATE, WIRE_RATE, StreamResampler, rms_dbfs
 from callers.audio import samples_per_frame as spf
 from callers.errors import CallFailed
+from callers.trace_context import with_traceparent
 from callers.transports.base import CallTransport
 
 log = logging.getLogger(__name__)
@@ -222,7 +223,7 @@ class WebSocketTransport(CallTransport):
         token = self.target.token()
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        return headers
+        return with_traceparent(headers, self.traceparent)
 
     async def connect(self, timeout_s: float) -> None:
         url = self.target.url
@@ -263,12 +264,16 @@ class WebSocketTransport(CallTransport):
     async def _read_loop(self) -> None:
         try:
             async for msg in self.ws:
-                if msg.type == aiohttp.WSMsgType.TEXT:
-                    self._on_text(msg.data)
-                elif msg.type == aiohttp.WSMsgType.BINARY:
-                    self._on_binary(msg.data)
-                else:
+                if msg.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
                     break
+                try:
+                    if msg.type == aiohttp.WSMsgType.TEXT:
+                        self._on_text(msg.data)
+                    else:
+                        self._on_binary(msg.data)
+                except Exception as e:  # one message no reader expected: never the whole call
+                    log.exception("reading the agent's message failed")
+                    self._bad_message(f"unreadable: {type(e).__name__}")
         finally:
             self.close_code = self.ws.close_code
             self._closed_by_agent = not self._closing_started
