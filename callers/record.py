@@ -92,6 +92,9 @@ class CallRecord:
     # How the agent sounded (evaluation/audio_quality.py): {dnsmos {sig, bak, ovrl}, plcmos,
     # seconds_scored, cost_s[, skipped]}; None: not scored (a call that never reached a host).
     audio_quality: dict[str, Any] | None = None
+    # How the caller heard the agent: {} = transcribed; {"stt": "none"} = not transcribed (run
+    # config speech.stt): the agent's turns are timed, their text is empty, not silent.
+    speech: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

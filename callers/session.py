@@ -7,6 +7,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -36,7 +37,9 @@ log = logging.getLogger(__name__)
 class CallerModels:
     """Speech models shared by every call of one process (loaded once)."""
 
-    stt: Transcriber
+    # None: the agent's speech is not transcribed (run config `speech: {stt: none}`): its
+    # turns are found and timed, with empty text, and only a script can answer them.
+    stt: Transcriber | None
     tts: Synthesizer  # the bundled voice; also speaks the babble of noise beds
     voices: dict[str, Synthesizer] = field(default_factory=dict)  # other Piper models by path
     tts_cache: TTSCache = field(default_factory=TTSCache)  # every voice's phrases, 64 MB
@@ -54,13 +57,18 @@ class CallerModels:
         return CachedSynthesizer(await self.voice(model), self.tts_cache)
 
 
-async def load_caller_models() -> CallerModels:
-    """Load Whisper and Piper once per process, off the event loop, and warm them up."""
-    stt, tts = await asyncio.gather(
+async def load_caller_models(stt: Literal["local", "none"] = "local") -> CallerModels:
+    """Load Whisper and Piper once per process, off the event loop, and warm them up.
+    stt none: Piper only (no Whisper is loaded; the calls transcribe nothing)."""
+    if stt == "none":
+        tts = await asyncio.to_thread(Synthesizer)
+        await tts.synthesize("Hello, how can I help you?")  # the warm-up, without a decode
+        return CallerModels(None, tts)
+    transcriber, tts = await asyncio.gather(
         asyncio.to_thread(Transcriber, cpu_threads=1), asyncio.to_thread(Synthesizer)
     )
-    await warm_up(stt, tts)
-    return CallerModels(stt, tts)
+    await warm_up(transcriber, tts)
+    return CallerModels(transcriber, tts)
 
 
 @dataclass(frozen=True)
@@ -224,7 +232,9 @@ class CallSession:
             agent_text = " ".join(t for t in heard if t).strip()
             heard = []
             self._turn_planned = False
-            if agent_text and await self._respond(agent_text):
+            # Untranscribed (stt none), every finished agent turn is answered (by its script).
+            heard_nothing = self.models.stt is None and self.script is not None
+            if (agent_text or heard_nothing) and await self._respond(agent_text):
                 return  # the caller hung up
 
     async def _unless_ended(self, awaitable):
@@ -298,7 +308,13 @@ class CallSession:
             await asyncio.sleep((self.limits.reply_gap_ms - quiet_for) / 1000)
 
     async def _transcribe_agent(self, segment: SpeechSegment) -> str:
-        text = (await self._timed("stt", self.models.stt.transcribe(segment.audio))).text
+        """The segment's text (stt none: "", unheard), added to the agent's turn on the clock."""
+        text = ""
+        if self.models.stt is None and self.script is None:  # load_run_config checks it
+            raise CallFailed("caller_error", "speech.stt none needs a script scenario; "
+                             f"{self.call_facts.scenario.id} has none")
+        if self.models.stt is not None:
+            text = (await self._timed("stt", self.models.stt.transcribe(segment.audio))).text
         if self.turns and self.turns[-1].speaker == "agent":  # the agent's turn goes on
             last = self.turns[-1]
             last.text = f"{last.text} {text}".strip()
@@ -576,6 +592,8 @@ class CallSession:
         rec.facts_given = sorted(self.brain.facts_given)
         rec.facts = self.call_facts.graded()
         rec.success = self.call_facts.scenario.success.model_dump()
+        if self.models.stt is None:  # the agent's turns have no text: not silence, unheard
+            rec.speech = {"stt": "none"}
         if self.agent_messages.dropped:
             rec.transport["agent_messages_dropped"] = self.agent_messages.dropped
         line = self.track.line

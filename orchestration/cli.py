@@ -72,6 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="append one JSON line per answered caller turn: when the caller's "
                             "sound last reached the agent and when its reply started, on the "
                             "agent's clock (reference_agent/turn_log.py)")
+    agent.add_argument("--lean", action="store_true",
+                       help="a cheap agent for load, soak and pacing benchmarks: no speech "
+                            "recognition, its lines synthesized at start-up; it asks the flow's "
+                            "questions in turn, one per caller turn, then says goodbye "
+                            "(reference_agent/lean.py)")
+    agent.add_argument("--processing-budget-ms", type=_non_negative_int, default=None,
+                       metavar="MS",
+                       help="start each reply this long after deciding the caller has "
+                            "finished (600 ms of silence), plus --response-delay-ms "
+                            "(default: 1300, 300 with --lean)")
 
     _impair_parser(sub)
 
@@ -221,15 +231,13 @@ def _one_line(error: Exception) -> str:
 
 def _demo(args: argparse.Namespace) -> int:
     from orchestration.config import MAX_CALLS, MAX_CONCURRENCY, with_brain
-    from orchestration.run import DEMO_GATES, demo_config, run_config
-
-    from callers.scenario import list_scenarios
+    from orchestration.run import DEMO_GATES, demo_config, demo_scenarios, run_config
 
     for flag, value, most in (("--calls", args.calls or 0, MAX_CALLS),
                               ("--concurrency", args.concurrency, MAX_CONCURRENCY)):
         if value > most:
             raise ConfigError(f"{flag} {value}: expected at most {most:,}")
-    calls = args.calls or 3 * len(list_scenarios())  # each scenario by three personas
+    calls = args.calls or 3 * len(demo_scenarios())  # each scenario by three personas
     config = demo_config(calls, args.concurrency, args.seed, args.transport)
     brain = _demo_brain(args)
     if brain is not None:
@@ -282,6 +290,9 @@ def _agent(args: argparse.Namespace) -> int:
     if unknown:
         raise ConfigError(f"--mishear {unknown[0]}: not a slot of any flow; flow {args.flow} "
                           f"has {', '.join(get_flow(args.flow).slot_names)}")
+    if args.lean and args.mishear:
+        raise ConfigError("--mishear with --lean: a lean agent hears nothing, so it has "
+                          "nothing to mishear")
     if args.sip_rtp_advertise is not None:
         from orchestration.impair.command import parse_address
 

@@ -286,6 +286,15 @@ class EvaluationConfig(_Model):
     audio_quality: bool = Field(default=False, strict=True)
 
 
+class SpeechConfig(_Model):
+    """How callers hear the agent. `stt: local` transcribes each agent turn in-process
+    (faster-whisper, most of a caller's CPU); `stt: none` loads no Whisper and transcribes
+    nothing: agent turns are still found (VAD) and timed, with empty text, for load, pacing
+    and soak runs whose scenarios all have a `script:` (nothing has to understand the agent)."""
+
+    stt: Literal["local", "none"] = "local"
+
+
 class RunConfig(_Model):
     name: str = Field("run", min_length=1, max_length=200)
     seed: Seed = 1
@@ -304,6 +313,7 @@ class RunConfig(_Model):
     evaluation: EvaluationConfig = EvaluationConfig()
     regression: RegressionConfig | None = None  # compare with a baseline run after the run
     tracing: TracingConfig | None = None  # a trace per call to an OTLP collector
+    speech: SpeechConfig = SpeechConfig()  # stt: none needs script scenarios (load_run_config)
 
     @model_validator(mode="after")
     def _weights_positive(self) -> RunConfig:
@@ -389,7 +399,8 @@ def with_brain(config: RunConfig, brain: dict[str, Any], where: str) -> RunConfi
 
 
 def _check_personas(path: Path, config: RunConfig) -> None:
-    """Every persona and scenario loads, and every pair that can be called has every fact."""
+    """Every persona and scenario loads, every pair that can be called has every fact, and
+    every scenario has a script if the agent's speech is not transcribed."""
     from callers.persona import resolve_persona
     from callers.scenario import facts_for, resolve_scenario
 
@@ -409,3 +420,16 @@ def _check_personas(path: Path, config: RunConfig) -> None:
                 facts_for(scenario, persona.facts, f"persona {name}")
             except ConfigError as e:
                 raise ConfigError(f"{path}: {e}") from None
+    check_speech(config, scenarios, str(path))
+
+
+def check_speech(config: RunConfig, scenarios: dict[str, Any], where: str) -> None:
+    """stt: none only when every scenario is a script: a brain that decides its replies needs
+    the agent's words. scenarios: name -> callers.scenario.Scenario, in the config's order."""
+    if config.speech.stt != "none":
+        return
+    for name, scenario in scenarios.items():
+        if not scenario.script:
+            raise ConfigError(f"{where}: speech.stt: none needs a script in every scenario "
+                              f"(nothing transcribes the agent's words); scenarios.{name} "
+                              "has none")

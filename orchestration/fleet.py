@@ -56,6 +56,7 @@ class HostPool:
 
     run_dir: str
     null_call_s: float | None
+    stt: str = "local"  # the run config's speech.stt: "none" loads no Whisper
     hosts: list[HostSlot] = field(default_factory=list)
     replaced: int = 0
 
@@ -63,7 +64,7 @@ class HostPool:
         remote = ray.remote(CallerHostImpl).options(
             num_cpus=1, max_concurrency=100_000, max_restarts=0, scheduling_strategy="SPREAD"
         )
-        return remote.remote(self.run_dir, self.null_call_s)
+        return remote.remote(self.run_dir, self.null_call_s, self.stt)
 
     async def start(self, count: int) -> None:
         self.hosts = [HostSlot(self._new_actor()) for _ in range(count)]
@@ -148,7 +149,8 @@ class Fleet:
         self.store = store
         self.stats = SchedulerStats()
         self.records: dict[str, dict[str, Any]] = {}
-        self.pool = HostPool(str(store.run_dir.resolve()), config.fleet.null_call_s)
+        self.pool = HostPool(str(store.run_dir.resolve()), config.fleet.null_call_s,
+                             stt=config.speech.stt)
         self.stop = asyncio.Event()
         judge = config.evaluation.judge  # asked here, in the driver: only it grades
         self.judge = LLMJudge(judge) if judge is not None else None

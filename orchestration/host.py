@@ -95,10 +95,13 @@ def _score_niced(record: dict[str, Any], run_dir: Path) -> dict[str, Any]:
 class CallerHostImpl:
     """Loads the speech models once; places calls given as plain dict specs."""
 
-    def __init__(self, run_dir: str, null_call_s: float | None = None) -> None:
+    def __init__(self, run_dir: str, null_call_s: float | None = None,
+                 stt: str = "local") -> None:
+        """stt: the run config's speech.stt ("none": no Whisper is loaded; script scenarios)."""
         restore_priority()
         self.run_dir = Path(run_dir)
         self.null_call_s = null_call_s
+        self.stt = stt
         self.models: CallerModels | None = None
         self.personas: dict[str, Persona] = {}
         self.scenarios: dict[str, Scenario] = {}
@@ -116,7 +119,7 @@ class CallerHostImpl:
         if self.null_call_s is None:
             async with self._loading:
                 if self.models is None:
-                    self.models = await load_caller_models()
+                    self.models = await load_caller_models(stt=self.stt)
         return {"pid": os.getpid(), "node": os.uname().nodename, "node_id": self.node_id}
 
     async def place(self, spec: dict[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from orchestration.console import console, print_summary
 from orchestration.fleet import Fleet, start_ray
 from orchestration.guards import check_before_start, check_hosts
 from orchestration.live_metrics import LiveMetrics
+from orchestration.otlp_metrics import otlp_metrics_settings, shown_url
 from orchestration.local_agent import reference_agent
 from orchestration.progress import live_progress
 from evaluation.gates import DEFAULT_GATES, DefaultGates, Gates, parse_gates
@@ -76,16 +77,22 @@ def run_config(config: RunConfig, out: Path, *, address: str | None = None,
 
 def _live_metrics(stack: contextlib.ExitStack, config: RunConfig, port: int | None,
                   host: str) -> LiveMetrics | None:
-    """Serve live metrics for the length of the stack, if a port is asked for."""
+    """Live metrics for the length of the stack: served if a port is asked for, pushed over
+    OTLP if a collector is configured (orchestration/otlp_metrics.py); else None."""
     where = "--metrics-port"
     if port is None:
         port, where = config.fleet.metrics_port, "fleet.metrics_port"
-    if port is None:
+    otlp = otlp_metrics_settings(config.tracing)  # a bad OTEL_* URL: exit 2
+    if port is None and otlp is None:
         return None
-    live = stack.enter_context(LiveMetrics())
-    bound = live.serve(port, host, where=where)
-    shown = f"[{host}]" if ":" in host else host  # an IPv6 address
-    console.print(f"live metrics: http://{shown}:{bound}/metrics")
+    live = stack.enter_context(LiveMetrics(otlp=otlp))
+    if port is not None:
+        bound = live.serve(port, host, where=where)
+        shown = f"[{host}]" if ":" in host else host  # an IPv6 address
+        console.print(f"live metrics: http://{shown}:{bound}/metrics")
+    if otlp is not None:
+        console.print(f"live metrics: OTLP to {shown_url(otlp.endpoint)} every "
+                      f"{otlp.interval_s:g} s")
     return live
 
 
@@ -99,17 +106,24 @@ async def _drive(fleet: Fleet, spare_cores: int) -> bool:
     return fleet.stop.is_set()
 
 
-def demo_config(calls: int, concurrency: int, seed: int, transport: str = "webrtc") -> RunConfig:
-    """What `callfleet demo` runs: every shipped scenario against the reference agent's flow
-    for it, called by the shipped personas in turn (over transport)."""
-    from callers.persona import list_personas
+def demo_scenarios() -> list[str]:
+    """The shipped scenarios the demo calls: not the fixed scripts (scripted-card-dispute, for
+    load runs), which would repeat a flow the demo already calls, deciding nothing."""
     from callers.scenario import list_scenarios
+
+    return [s.id for s in list_scenarios() if not s.script]
+
+
+def demo_config(calls: int, concurrency: int, seed: int, transport: str = "webrtc") -> RunConfig:
+    """What `callfleet demo` runs: every shipped scenario (but scripts) against the reference
+    agent's flow for it, called by the shipped personas in turn (over transport)."""
+    from callers.persona import list_personas
 
     return RunConfig.model_validate({
         "name": "demo", "seed": seed,
         "target": {"url": "reference", "transport": transport},
         "personas": {p.id: 1.0 for p in list_personas()},
-        "scenarios": {s.id: 1.0 for s in list_scenarios()},
+        "scenarios": dict.fromkeys(demo_scenarios(), 1.0),
         "load": {"total_calls": calls, "max_concurrency": min(concurrency, calls),
                  "calls_per_second": 2.0},
     })

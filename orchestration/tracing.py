@@ -50,7 +50,14 @@ def tracing_settings(config: TracingConfig | None,
     service = env.get("OTEL_SERVICE_NAME") or "callfleet"
     if config is not None:
         return TracingSettings(traces_url(config.otlp_endpoint), config.service_name)
-    for name, full in (("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", True),
+    url = otlp_url_from_env(env, "TRACES", traces_url)
+    return TracingSettings(url, service) if url else None
+
+
+def otlp_url_from_env(env, signal: str, signal_url) -> str | None:
+    """OTEL_EXPORTER_OTLP_<signal>_ENDPOINT (the whole URL, as the OTLP spec says), else
+    signal_url(OTEL_EXPORTER_OTLP_ENDPOINT) (a base); None when neither is set."""
+    for name, full in ((f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT", True),
                        ("OTEL_EXPORTER_OTLP_ENDPOINT", False)):
         value = env.get(name, "").strip()
         if value:
@@ -58,8 +65,7 @@ def tracing_settings(config: TracingConfig | None,
                 check_url(value, ("http", "https"), name)
             except ValueError as e:
                 raise ConfigError(f"environment variable {name}: {e}") from None
-            # The signal's own variable is the whole URL (the OTLP spec); the other is a base.
-            return TracingSettings(value if full else traces_url(value), service)
+            return value if full else signal_url(value)
     return None
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from callers.audio import voiced_bounds
+from callers.audio import FRAME_MS, voiced_bounds
 from callers.media import (
     Clock,
     OutgoingAudioTrack,
@@ -25,6 +25,7 @@ from callers.transport import close_peer_connection
 from callers.tts import Synthesizer
 from callers.vad import SpeechSegment, SpeechSegmenter
 from reference_agent.dialog import Dialog
+from reference_agent.lean import LEAN_PROCESSING_BUDGET_MS, LeanDialog
 from reference_agent.turn_log import LastSound, TurnLog
 from reference_agent.turns import REPROMPT_AFTER_S, SilenceReprompts, TurnGate
 
@@ -73,13 +74,25 @@ class AgentKnobs:
     # connection 0.5 s after the goodbye and say nothing, as Pipecat bots do.
     hangup: str = "message"
     flow: str = "card_dispute"  # reference_agent/flows.py
+    # --lean: no speech recognition; asks the flow's questions in turn (reference_agent/lean.py)
+    lean: bool = False
+    # Between the endpoint and the reply; None: PROCESSING_BUDGET_MS, LEAN_PROCESSING_BUDGET_MS
+    # when lean.
+    processing_budget_ms: int | None = None
+
+    @property
+    def budget_ms(self) -> int:
+        """The processing budget this agent answers after (ms after the endpoint)."""
+        if self.processing_budget_ms is not None:
+            return self.processing_budget_ms
+        return LEAN_PROCESSING_BUDGET_MS if self.lean else PROCESSING_BUDGET_MS
 
 
 @dataclass
 class SpeechModels:
     """Loaded once per agent process, shared by all its calls."""
 
-    stt: Transcriber
+    stt: Transcriber | None  # None for a lean agent: it transcribes nothing
     tts: Synthesizer
 
 
@@ -164,8 +177,10 @@ class AgentCall:
         self.models = models
         self.knobs = knobs
         self.clock = Clock()
-        self.dialog = Dialog(mishear=set(knobs.mishear), drop_after_turns=knobs.drop_after_turns,
-                             flow=knobs.flow)
+        self.dialog: Dialog | LeanDialog = (
+            LeanDialog(knobs.flow, drop_after_turns=knobs.drop_after_turns) if knobs.lean
+            else Dialog(mishear=set(knobs.mishear), drop_after_turns=knobs.drop_after_turns,
+                        flow=knobs.flow))
         self.playout = Playout(on_event=self._on_playout)
         # The turn log (--turn-log): when the caller's sound last reached the agent before each
         # endpoint, and when the reply's first voiced sample left; on this call's clock.
@@ -218,7 +233,10 @@ class AgentCall:
                         if self.gate.is_turn(event.segment.end_ms - event.segment.start_ms):
                             self._turn_sound[id(event.segment)] = (event.segment,
                                                                    self.last_sound.ms)
-                            self.turns.put_nowait((event.segment, self.clock.ms()))
+                            # Timed from when the frame that ended the turn arrived, not from
+                            # when a jitter buffer released it: the same schedule on every
+                            # transport (over WebRTC aiortc holds each frame ~80 ms more).
+                            self.turns.put_nowait((event.segment, t_ms + FRAME_MS))
                 # Yield only to speech that has lasted: a backchannel must not stop the agent.
                 if segmenter.in_speech and self.gate.should_stop(segmenter.voiced_ms,
                                                                  self.playout.speaking):
@@ -279,6 +297,31 @@ class AgentCall:
 
     async def _take_turn(self, segment, endpointed_ms: float) -> bool:
         """Answer one caller turn; True when the call is over."""
+        heard_sound = self._turn_sound.pop(id(segment), (None, None))
+        last_sound_ms = heard_sound[1] if heard_sound[0] is segment else None
+        if self.knobs.lean:
+            text = ""  # a lean agent hears nothing: every turn moves the dialog on
+        else:
+            text = await self._transcribe(segment)
+            if not text:
+                return False
+        self.silence.heard()
+        reply = self.dialog.hear(text)
+        self._send_state()
+        if reply.text:
+            utterance = await self._synthesize(reply.text)
+            # Speak on a fixed schedule after the caller stopped, so that Whisper and Piper time
+            # (which varies with load) does not blur the planted --response-delay-ms.
+            speak_at = endpointed_ms + self.knobs.budget_ms + self.knobs.response_delay_ms
+            await asyncio.sleep(max(0.0, speak_at - self.clock.ms()) / 1000)
+            self._log_reply(utterance, last_sound_ms, endpointed_ms)
+            done = self._play(utterance)
+            if reply.hang_up:
+                await done
+        return reply.hang_up
+
+    async def _transcribe(self, segment) -> str:
+        """The caller's words, Whisper primed with the pending question and its slot's type."""
         prompt = self.dialog.current_question()
         if self.dialog.slot_type == "name":
             prompt = f"{NAME_HINTS} {prompt}"
@@ -286,25 +329,10 @@ class AgentCall:
             prompt = f"{FULL_NAME_HINTS} {prompt}"
         elif self.dialog.slot_type in TYPE_HINTS:
             prompt = f"{TYPE_HINTS[self.dialog.slot_type]} {prompt}"
-        heard_sound = self._turn_sound.pop(id(segment), (None, None))
-        last_sound_ms = heard_sound[1] if heard_sound[0] is segment else None
+        if self.models.stt is None:
+            raise RuntimeError("no speech recognition loaded: only a lean agent runs without")
         heard = await self.models.stt.transcribe(segment.audio, prompt=prompt)
-        if not heard.text:
-            return False
-        self.silence.heard()
-        reply = self.dialog.hear(heard.text)
-        self._send_state()
-        if reply.text:
-            utterance = await self._synthesize(reply.text)
-            # Speak on a fixed schedule after the caller stopped, so that Whisper and Piper time
-            # (which varies with load) does not blur the planted --response-delay-ms.
-            speak_at = endpointed_ms + PROCESSING_BUDGET_MS + self.knobs.response_delay_ms
-            await asyncio.sleep(max(0.0, speak_at - self.clock.ms()) / 1000)
-            self._log_reply(utterance, last_sound_ms, endpointed_ms)
-            done = self._play(utterance)
-            if reply.hang_up:
-                await done
-        return reply.hang_up
+        return heard.text
 
     def _log_reply(self, utterance: Utterance, last_sound_ms: float | None,
                    endpointed_ms: float) -> None:

@@ -1,4 +1,8 @@
-"""`callfleet agent`: load the speech models once, serve calls until SIGINT/SIGTERM."""
+"""`callfleet agent`: load the speech models once, serve calls until SIGINT/SIGTERM.
+
+With --lean it loads no speech recognition at all and synthesizes every line a lean call can
+say (reference_agent/lean.py) before it listens: no model work per call after start-up.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,8 @@ from callers.stt import Transcriber, warm_up
 from callers.tts import Synthesizer
 from callers.tts_cache import CachedSynthesizer, TTSCache
 from reference_agent.call import AgentKnobs, SpeechModels
+from reference_agent.flows import flow_names
+from reference_agent.lean import lean_lines
 from reference_agent.server import AgentServer, serve
 from reference_agent.sip_media import SipListener, bind_ports, sip_url
 from reference_agent.turn_log import TurnLog
@@ -23,14 +29,22 @@ async def run_agent(args) -> int:
         drop_after_turns=args.drop_after_turns,
         hangup=args.hangup,
         flow=args.flow,
+        lean=bool(getattr(args, "lean", False)),
+        processing_budget_ms=getattr(args, "processing_budget_ms", None),
     )
-    stt, tts = await asyncio.gather(
-        asyncio.to_thread(Transcriber, cpu_threads=1, workers=2), asyncio.to_thread(Synthesizer)
-    )
-    await warm_up(stt, tts)
+    stt: Transcriber | None
+    if knobs.lean:  # no Whisper at all
+        stt, tts = None, await asyncio.to_thread(Synthesizer)
+    else:
+        stt, tts = await asyncio.gather(
+            asyncio.to_thread(Transcriber, cpu_threads=1, workers=2),
+            asyncio.to_thread(Synthesizer))
+        await warm_up(stt, tts)
     turn_log = TurnLog(args.turn_log) if getattr(args, "turn_log", None) else None
     # The agent's prompts repeat on every call: synthesized once per process.
     speech = SpeechModels(stt, CachedSynthesizer(tts, TTSCache()))
+    if knobs.lean:
+        await prerender(speech.tts)
     server = AgentServer(speech, knobs, host=args.host, turn_log=turn_log)
     # SIP on UDP, by default on the HTTP port's number (`url: reference` finds it there).
     sip_port = getattr(args, "sip_port", None)
@@ -58,6 +72,16 @@ async def run_agent(args) -> int:
     sip.close()
     if turn_log is not None:
         turn_log.close()
-    stt.close()
+    if stt is not None:
+        stt.close()
     tts.close()
     return 0
+
+
+async def prerender(tts: CachedSynthesizer) -> int:
+    """Synthesize every line of every flow's lean dialog into tts's cache (a call may pick any
+    flow with ?flow=NAME); the number of lines."""
+    lines = list(dict.fromkeys(line for name in flow_names() for line in lean_lines(name)))
+    for line in lines:  # one at a time: the synthesizer is one model on one thread
+        await tts.synthesize(line)
+    return len(lines)

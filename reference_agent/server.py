@@ -17,6 +17,8 @@ from callers.loopback import is_loopback_url, keep_loopback_candidates, loopback
 from callers.transport import close_peer_connection
 from reference_agent.call import AgentCall, AgentKnobs, SpeechModels
 from reference_agent.flows import get_flow
+from reference_agent.received_trace import HEADER as TRACEPARENT
+from reference_agent.received_trace import parameter_values, record_call_start
 from reference_agent.turn_log import TurnLog
 
 log = logging.getLogger(__name__)
@@ -59,8 +61,8 @@ class AgentServer:
         return replace(self.knobs, flow=name,
                        mishear=frozenset(self.knobs.mishear) & set(flow.slot_names))
 
-    async def _answer(self, offer_sdp: str, knobs: AgentKnobs | None = None
-                      ) -> tuple[str, str]:
+    async def _answer(self, offer_sdp: str, knobs: AgentKnobs | None = None,
+                      traceparents: list[str] | tuple[str, ...] = ()) -> tuple[str, str]:
         if self.local:
             offer_sdp = keep_loopback_candidates(offer_sdp)
         # Local: no STUN (candidates come from callers.loopback); else aiortc's default STUN.
@@ -69,6 +71,7 @@ class AgentServer:
         call = AgentCall(pc, self.models, knobs or self.knobs, turn_log=self.turn_log,
                          call_id=call_id)
         self.calls[call_id] = call
+        record_call_start(self.turn_log, call_id, "webrtc", traceparents)
         with loopback_only(self.local):
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
             await pc.setLocalDescription(await pc.createAnswer())
@@ -94,7 +97,8 @@ class AgentServer:
             knobs = self._knobs_for(request)
         except ValueError as e:
             return web.json_response({"error": str(e)[:200]}, status=404)
-        call_id, answer = await self._answer(sdp, knobs)
+        call_id, answer = await self._answer(sdp, knobs,
+                                             request.headers.getall(TRACEPARENT, []))
         return web.json_response({"sdp": answer, "type": "answer", "call_id": call_id},
                                  headers={"X-Call-Id": call_id})
 
@@ -108,7 +112,8 @@ class AgentServer:
             knobs = self._knobs_for(request)
         except ValueError as e:
             return web.Response(status=404, text=str(e)[:200])
-        call_id, answer = await self._answer(sdp, knobs)
+        call_id, answer = await self._answer(sdp, knobs,
+                                             request.headers.getall(TRACEPARENT, []))
         return web.Response(
             status=201,
             text=answer,
@@ -137,11 +142,27 @@ class AgentServer:
         media = WebSocketAgentMedia(ws, kind)
         call = AgentCall(media, self.models, knobs, turn_log=self.turn_log, call_id=call_id)
         self.calls[call_id] = call
+        headers = request.headers.getall(TRACEPARENT, [])
+        started: list[bool] = []
+
+        def call_started(start: dict | None = None) -> None:
+            # Twilio's traceparent is a start message parameter (the handshake's header next).
+            if not started:
+                started.append(True)
+                record_call_start(self.turn_log, call_id, kind,
+                                  parameter_values((start or {}).get("customParameters")),
+                                  headers)
+
+        if kind == "twilio":
+            media.on_start = call_started
+        else:
+            call_started()
         call.start()
         try:
             await media.run()
             await call.ended.wait()
         finally:
+            call_started()  # a Twilio stream that never started
             self.calls.pop(call_id, None)
             await call.hang_up()
         return ws

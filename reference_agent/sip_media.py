@@ -35,6 +35,8 @@ from callers.transports.sip.message import (
 from callers.transports.sip.rtp import G711_RATE, RtpStream
 from callers.transports.websocket import FrameResampler
 from reference_agent.call import AgentCall, AgentKnobs, AgentMedia
+from reference_agent.received_trace import HEADER as TRACEPARENT
+from reference_agent.received_trace import record_call_start
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +155,8 @@ class SipListener(asyncio.DatagramProtocol):
             call = AgentCall(media, server.models, knobs, turn_log=server.turn_log,
                              call_id=call_id[:40])
             server.calls[call_id] = call
+            record_call_start(server.turn_log, call.call_id, "sip",
+                              media.invite.header_all(TRACEPARENT))
             call.listen()
             call.start()
             await call.ended.wait()

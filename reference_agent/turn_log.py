@@ -7,6 +7,8 @@ window above -45 dBFS of the caller's audio as received, and the first 5 ms wind
 -45 dBFS of the reply as it leaves the agent's outgoing track.
 
 One JSON object per line:
+  {"kind": "call_start", "call_id", "transport", "traceparent"} as the call starts
+      (reference_agent/received_trace.py: the caller's W3C traceparent, null if none or bad)
   {"kind": "turn", "call_id", "turn", "t0_monotonic", "last_caller_sound_ms",
    "endpointed_ms", "reply_start_ms", "gap_ms"}
   {"kind": "call", "call_id", "t0_monotonic", "turns", "receive_buffer_ms", ...} at call end

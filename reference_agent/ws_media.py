@@ -18,7 +18,7 @@ import logging
 import numpy as np
 from aiohttp import WSMsgType, web
 
-from callers.audio import STT_RATE, WIRE_RATE, StreamResampler
+from callers.audio import STT_RATE, WIRE_RATE
 from callers.audio import samples_per_frame as spf
 from callers.transports.websocket import FrameResampler, mulaw_decode, mulaw_encode
 from reference_agent.call import AgentCall, AgentMedia
@@ -39,9 +39,10 @@ class WebSocketAgentMedia(AgentMedia):
         self.call: AgentCall | None = None
         self.stream_sid: str | None = None
         self.start: dict | None = None  # Twilio's start message
+        self.on_start = None  # called with Twilio's first start message's "start" object
         self._started = asyncio.Event()
         self._frames: asyncio.Queue = asyncio.Queue()
-        self._up = StreamResampler(STT_RATE) if self.rate != STT_RATE else None
+        self._up = FrameResampler(self.rate, STT_RATE)  # no hold-back: frames not delayed
         self._down = FrameResampler(WIRE_RATE, self.rate)
         self._pending = np.zeros(0, np.int16)
         self._sends: set[asyncio.Task] = set()
@@ -65,9 +66,7 @@ class WebSocketAgentMedia(AgentMedia):
     def _heard(self, pcm: np.ndarray) -> None:
         """The caller's audio as it arrives, cut into 20 ms frames stamped with the arrival."""
         t_ms = self.call.clock.ms()
-        if self._up is not None:
-            pcm = self._up.push(pcm, self.rate)
-        pcm = np.concatenate([self._pending, pcm])
+        pcm = np.concatenate([self._pending, self._up.frame(pcm)])
         whole = pcm.size // STT_FRAME * STT_FRAME
         n = whole // STT_FRAME
         for i in range(n):  # a late burst: each frame where it fell in the burst
@@ -126,8 +125,11 @@ class WebSocketAgentMedia(AgentMedia):
             return message.get("type") == "hangup"
         event = message.get("event")
         if event == "start":
-            self.start = message.get("start") or {}
+            start = message.get("start")
+            self.start = start if isinstance(start, dict) else {}
             self.stream_sid = message.get("streamSid") or self.start.get("streamSid")
+            if self.on_start is not None and not self._started.is_set():
+                self.on_start(self.start)
             self._started.set()
         elif event == "media" and self._started.is_set():
             try:

@@ -14,8 +14,8 @@ import json
 
 import numpy as np
 
-from callers.audio import STT_RATE, StreamResampler
-from callers.transports.websocket import WebSocketTransport
+from callers.audio import STT_RATE
+from callers.transports.websocket import FrameResampler, WebSocketTransport
 
 
 class PcmWsTransport(WebSocketTransport):
@@ -24,7 +24,7 @@ class PcmWsTransport(WebSocketTransport):
     def __init__(self, target, clock, outgoing, events) -> None:
         self.wire_rate = target.sample_rate
         super().__init__(target, clock, outgoing, events)
-        self._up = StreamResampler(STT_RATE) if self.wire_rate != STT_RATE else None
+        self._up = FrameResampler(self.wire_rate, STT_RATE)
 
     async def _send_audio(self, pcm: np.ndarray) -> None:
         await self.ws.send_bytes(pcm.astype("<i2").tobytes())
@@ -34,9 +34,7 @@ class PcmWsTransport(WebSocketTransport):
             self._bad_message(f"odd PCM message length {len(data)}")
             data = data[:-1]
         pcm = np.frombuffer(data, "<i2").astype(np.int16)
-        if self._up is not None:
-            pcm = self._up.push(pcm, self.wire_rate)
-        self.player.push(pcm)
+        self.player.push(self._up.frame(pcm))  # as many 16 kHz samples as they last: no hold-back
 
     def _on_text(self, data: str) -> None:
         try:

@@ -19,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from callers.audio import STT_RATE, StreamResampler
+from callers.audio import STT_RATE
 from callers.trace_context import with_traceparent
-from callers.transports.websocket import WebSocketTransport, mulaw_decode, mulaw_encode
+from callers.transports.websocket import (
+    FrameResampler, WebSocketTransport, mulaw_decode, mulaw_encode)
 
 TWILIO_RATE = 8000
 
@@ -42,7 +43,9 @@ class TwilioWsTransport(WebSocketTransport):
         self.agent_call_id = self.call_sid  # what the bot sees: find the call in its logs by it
         self._sequence = 0
         self._chunk = 0
-        self._up = StreamResampler(STT_RATE)
+        # Exactly 2 samples out per sample in: a resampler that holds back its first few
+        # samples would leave each 20 ms frame waiting for the next message (+~19 ms).
+        self._up = FrameResampler(TWILIO_RATE, STT_RATE)
         self._pending: set = set()
         self.marks_received = 0
         self.clears_received = 0
@@ -86,7 +89,7 @@ class TwilioWsTransport(WebSocketTransport):
             except (KeyError, TypeError, binascii.Error):
                 self._bad_message("media without a base64 payload")
                 return
-            self.player.push(self._up.push(mulaw_decode(payload), TWILIO_RATE))
+            self.player.push(self._up.frame(mulaw_decode(payload)))
         elif event == "mark":
             mark = message.get("mark")
             name = mark.get("name") if isinstance(mark, dict) else None
