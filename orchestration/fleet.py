@@ -117,13 +117,21 @@ def plan_specs(config: RunConfig, target: Target) -> list[dict[str, Any]]:
     for i, (persona, scenario) in enumerate(chosen):
         fields = target_fields
         if flows.get(scenario):
-            fields = {**target_fields, "url": f"{target.url}?flow={flows[scenario]}"}
+            fields = {**target_fields, "url": _url_for_flow(target, flows[scenario])}
         specs.append({"call_id": f"c{i:05d}-{resolve_persona(persona).id}", "persona": persona,
                       "scenario": scenario, "seed": config.seed * 100_003 + i,
                       "target": fields, "brain": brain, "max_call_s": config.fleet.max_call_s,
                       "audio": config.fleet.audio,
                       "audio_quality": config.evaluation.audio_quality})
     return specs
+
+
+def _url_for_flow(target: Target, flow: str) -> str:
+    """The embedded agent's URL for a call of this flow: `?flow=NAME` on its HTTP and
+    WebSocket endpoints, the Request-URI's user over SIP (sip:NAME@host:port)."""
+    if target.transport == "sip":
+        return "sip:" + flow + "@" + target.url.partition("@")[2]
+    return f"{target.url}?flow={flow}"
 
 
 def _interleaved(weights: dict[str, float], n: int) -> list[str]:

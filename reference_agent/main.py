@@ -14,7 +14,6 @@ from callers.stt import Transcriber, warm_up
 from callers.tts import Synthesizer
 from callers.tts_cache import CachedSynthesizer, TTSCache
 from reference_agent.call import AgentKnobs, SpeechModels
-from reference_agent.flows import flow_names
 from reference_agent.lean import lean_lines
 from reference_agent.server import AgentServer, serve
 from reference_agent.sip_media import SipListener, bind_ports, sip_url
@@ -43,8 +42,8 @@ async def run_agent(args) -> int:
     turn_log = TurnLog(args.turn_log) if getattr(args, "turn_log", None) else None
     # The agent's prompts repeat on every call: synthesized once per process.
     speech = SpeechModels(stt, CachedSynthesizer(tts, TTSCache()))
-    if knobs.lean:
-        await prerender(speech.tts)
+    if knobs.lean:  # its own flow's lines; another flow's (?flow=NAME) on first use, cached
+        await prerender(speech.tts, [knobs.flow])
     server = AgentServer(speech, knobs, host=args.host, turn_log=turn_log)
     # SIP on UDP, by default on the HTTP port's number (`url: reference` finds it there).
     sip_port = getattr(args, "sip_port", None)
@@ -78,10 +77,10 @@ async def run_agent(args) -> int:
     return 0
 
 
-async def prerender(tts: CachedSynthesizer) -> int:
-    """Synthesize every line of every flow's lean dialog into tts's cache (a call may pick any
-    flow with ?flow=NAME); the number of lines."""
-    lines = list(dict.fromkeys(line for name in flow_names() for line in lean_lines(name)))
+async def prerender(tts: CachedSynthesizer, flows: list[str]) -> int:
+    """Synthesize every line of these flows' lean dialogs into tts's cache; the number of
+    lines. A line not rendered yet when a call needs it is synthesized then (and cached)."""
+    lines = list(dict.fromkeys(line for name in flows for line in lean_lines(name)))
     for line in lines:  # one at a time: the synthesizer is one model on one thread
         await tts.synthesize(line)
     return len(lines)

@@ -136,3 +136,17 @@ def test_unknown_agent_state_format_is_one_line_naming_the_field(tmp_path):
     with pytest.raises(ConfigError, match=r"target\.agent_state\.format") as e:
         load_run_config(path)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("transport, expected", [
+    ("sip", "sip:restaurant_booking@127.0.0.1:5070"),
+    ("pcm-ws", "ws://127.0.0.1:5070/pcm?flow=restaurant_booking"),
+    ("webrtc", "http://127.0.0.1:5070/offer?flow=restaurant_booking"),
+])
+def test_each_call_asks_the_embedded_agent_for_its_scenarios_flow(tmp_path, transport, expected):
+    from orchestration.fleet import plan_specs
+
+    config = load_run_config(write(tmp_path, target={"url": "reference", "transport": transport},
+                                   scenarios={"restaurant-booking": 1}))
+    spec = plan_specs(config, config.target.to_target("http://127.0.0.1:5070"))[0]
+    assert spec["target"]["url"] == expected  # over SIP the Request-URI's user names the flow

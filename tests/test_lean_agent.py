@@ -222,7 +222,7 @@ class _Stop(Exception):
     pass
 
 
-async def test_run_agent_lean_builds_no_transcriber_and_prerenders_every_line(monkeypatch):
+async def test_run_agent_lean_builds_no_transcriber_and_prerenders_its_flow(monkeypatch):
     made: list[str] = []
 
     class FakeSynthesizer:
@@ -256,14 +256,14 @@ async def test_run_agent_lean_builds_no_transcriber_and_prerenders_every_line(mo
     speech, knobs = seen["speech"], seen["knobs"]
     assert speech.stt is None and knobs.lean and knobs.budget_ms == 300
     assert isinstance(speech.tts, CachedSynthesizer) and isinstance(speech.tts.cache, TTSCache)
-    every = {line for name in flow_names() for line in lean_lines(name)}
-    assert sorted(made) == sorted(every)  # each once
-    assert all(speech.tts.cache.get(speech.tts.key(line)) is not None for line in every)
+    own = set(lean_lines(knobs.flow))  # before it listens; the other flows' lines after
+    assert sorted(made) == sorted(own)  # each once
+    assert all(speech.tts.cache.get(speech.tts.key(line)) is not None for line in own)
 
 
 async def test_prerendered_lines_cost_no_synthesis_in_a_call(tmp_path):
     inner, cache = FakeTTS(), TTSCache()
-    await main_module.prerender(CachedSynthesizer(inner, cache))
+    await main_module.prerender(CachedSynthesizer(inner, cache), flow_names())
     rendered = len(inner.said)
     tts = CachedSynthesizer(inner, cache)  # the call's view of the shared cache
     agent = AgentCall(FakeMedia(), SpeechModels(None, tts),

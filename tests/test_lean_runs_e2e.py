@@ -33,7 +33,7 @@ def _config(path: Path, *agent_args: str) -> Path:
         "personas": {"cooperative-john": 1, "fast-talker-emily": 1},
         "scenarios": {"scripted-card-dispute": 1},
         "speech": {"stt": "none"},
-        "load": {"total_calls": CALLS, "max_concurrency": 2, "calls_per_second": 0.5},
+        "load": {"total_calls": CALLS, "max_concurrency": CALLS, "calls_per_second": 1.0},
         "fleet": {"hosts": 1, "max_call_s": 120.0},
     }))
     return path
