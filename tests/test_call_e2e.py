@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import statistics
 import wave
 from pathlib import Path
 
@@ -27,17 +26,16 @@ pytestmark = pytest.mark.e2e
 
 AGENTS = {
     "clean": (),
-    "slow": ("--response-delay-ms", "1000"),
     "mishear": ("--mishear", "amount"),
     "drop": ("--drop-after-turns", "2"),
 }
-# Phases of (name, agent, signaling, persona, seed), placed one phase after the other. The
-# latency pair runs one call at a time: on 2 cores, five calls plus four agents starve the
-# callers' event loop (pacing lateness p99 > 1 s seen), and even two concurrent calls make
-# each agent's Whisper time depend on the other's (per-turn shifts of 714-1008 ms seen).
+# Phases of (name, agent, signaling, persona, seed), placed one phase after the other. A
+# planted response delay is measured elsewhere: turn by turn against the agent's own log in
+# test_latency_accuracy_e2e, caught by a gate in test_behaviours_e2e and by `callfleet
+# compare` in test_lean_runs_e2e (on 2 cores, five calls plus four agents here starved the
+# callers' event loop: pacing lateness p99 > 1 s seen).
 PHASES = [
     [("clean-json", "clean", "json-offer", "cooperative-john", 1)],
-    [("slow", "slow", "json-offer", "cooperative-john", 1)],
     [
         # Not a hesitant caller: this checks the WHIP path, and the agent's name-biased Whisper
         # prompt once turned "Hmm, ... my first name is Maria" into "John" (an agent weakness
@@ -111,18 +109,6 @@ def test_misheard_amount_is_scored_wrong_and_the_rest_right(records):
     # The corrector heard the wrong read-back and said so, on the timeline.
     corrections = [e for e in record["events"] if e["kind"] == "caller_correction"]
     assert corrections and all(e["facts"] == ["amount"] for e in corrections)
-
-
-def test_response_delay_shifts_median_latency_by_the_delay(records):
-    for name in ("clean-json", "slow"):  # a late generator would make the figures meaningless
-        assert records[name]["generator"]["pacing_late_ms_p99"] <= 20, records[name]["generator"]
-    fast = records["clean-json"]["metrics"]["response_latency_ms"]
-    slow = records["slow"]["metrics"]["response_latency_ms"]
-    assert len(fast) >= 4 and len(slow) >= 4
-    shift = statistics.median(slow) - statistics.median(fast)
-    print(f"median latency: {statistics.median(fast):.0f} ms vs {statistics.median(slow):.0f} ms,"
-          f" shift {shift:.0f} ms")
-    assert abs(shift - 1000) <= 100
 
 
 def test_agent_dropping_the_call_early_is_a_named_failure(records):
