@@ -412,6 +412,13 @@ def _latency_after(record: dict[str, Any]) -> dict[int, float]:
     return out
 
 
+def _turn_text(turn: dict, speaker: str, unheard: bool, esc) -> str:
+    text = turn.get("text") or ""
+    if not text and unheard and speaker == "agent":  # not silence: nobody transcribed it
+        return '<span class="muted">(not transcribed: speech.stt none)</span>'
+    return esc(text)
+
+
 def _facts_table(u: dict[str, Any]) -> str:
     """Each graded fact: expected, what the agent understood and from which source, or that
     nothing showed it (not observed: neither right nor wrong)."""
@@ -488,6 +495,7 @@ def _call(record: dict[str, Any], run_dir: Path | None) -> str:
         start = turn.get("start_ms")
         rows.append((float(start) if isinstance(start, int | float) else 0.0, 0, (i, turn)))
     lines = []
+    unheard = (record.get("speech") or {}).get("stt") == "none"  # speech: {stt: none}
     for _, kind, item in sorted(rows + timed, key=lambda r: (r[0], r[1])):
         if kind == 1:
             lines.append(f'<li class="flag {esc(item["kind"])}"><span class="t">'
@@ -503,7 +511,7 @@ def _call(record: dict[str, Any], run_dir: Path | None) -> str:
         lines.append(
             f'<li class="turn {speaker}"><span class="t">{esc(_sec(turn.get("start_ms")))}–'
             f'{esc(_sec(turn.get("end_ms")))} s</span><span class="who">{esc(who)}</span>'
-            f'<span class="text">{esc(turn.get("text", ""))}</span>{gap}</li>')
+            f'<span class="text">{_turn_text(turn, speaker, unheard, esc)}</span>{gap}</li>')
     body = (f'<div class="call-body">{audio}{report_visuals.call_timeline_svg(record)}{facts}'
             f'{f"<ul class=flags>{call_level}</ul>" if call_level else ""}'
             f'<ol class="timeline">{"".join(lines) or "<li class=muted>No turns.</li>"}</ol></div>')

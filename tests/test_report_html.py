@@ -174,6 +174,18 @@ def test_empty_run_renders():
     assert "No calls: nothing to plot." in page and "0 of 0 calls" in page
 
 
+def test_untranscribed_agent_turns_say_so_and_empty_turns_otherwise_stay_empty():
+    record = {"call_id": "lean-1", "persona": "p", "seed": 1, "status": "completed",
+              "duration_s": 3.0, "speech": {"stt": "none"},
+              "turns": [turn("agent", "", 0, 1000), turn("caller", "John.", 1500, 2000)],
+              "events": [], "metrics": {}}
+    page = render_report(summarize([record], run_id="r", target="t", planned=1), [record])
+    assert page.count("(not transcribed: speech.stt none)") == 1
+    heard = {**record, "call_id": "full-1", "speech": {}}
+    page = render_report(summarize([heard], run_id="r", target="t", planned=1), [heard])
+    assert "not transcribed" not in page
+
+
 def test_viewer_caps_calls_and_lists_failures_first():
     records = make_records()
     page = render_report(summarize(records, run_id="r", target="t"), records, max_calls=1)
