@@ -16,6 +16,8 @@ FAILURE_REASONS = {
     "ws_tls_error": "the TLS handshake with a wss:// target failed (certificate or protocol)",
     "ws_closed_early": "the agent closed the WebSocket before it said anything",
     "ws_bad_message": "the agent sent something the media stream protocol does not allow",
+    "ws_connection_lost": "the WebSocket dropped mid-flow without a close handshake (the "
+                          "agent's process or the network died; a hang-up sends a close frame)",
     # SIP; a final error response is sip_<code> (sip_404, sip_486, sip_503, ...)
     "sip_unreachable": "the SIP target refused the datagram (no one listens on that port)",
     "sip_no_answer": "the SIP target did not answer the INVITE in time (no response, or ringing)",

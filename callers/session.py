@@ -522,6 +522,8 @@ class CallSession:
             self._fail("media_timeout", f"no agent audio for {limit_s:g} s, and no hang-up")
         elif self.brain.goal_met:
             self.record.status = "completed"
+        elif self._ended_by("connection_lost"):
+            self._fail("ws_connection_lost", "the socket dropped without a close frame, mid-flow")
         elif closed_early and not self.agent_spoke.is_set():
             self._fail("ws_closed_early", "the agent closed the WebSocket before it said anything")
         elif self.gave_up:
@@ -542,6 +544,9 @@ class CallSession:
         else:
             self._fail("remote_hangup_early",
                        "mid-flow; goal facts never said: " + ", ".join(sorted(missing)))
+
+    def _ended_by(self, kind: str) -> bool:
+        return any(e.kind == kind for e in self.events)
 
     def _agent_said_goodbye(self) -> bool:
         """The agent's last turn closes the conversation: it ran its flow to the end."""

@@ -27,7 +27,11 @@ def reference_agent_process(
     """Like reference_agent, with the process too (fault tests kill it mid-call)."""
     command = [sys.executable, "-m", "orchestration.cli", "agent", "--host", "127.0.0.1",
                "--port", "0", *agent_args]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Its own session: a terminal's Ctrl-C goes to the driver's process group only, so the
+    # driver lets in-flight calls finish (exit 3) before it stops the agent, instead of the
+    # agent dying with them and every in-flight call blamed on it (remote_hangup_early).
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     try:
         yield proc, _wait_ready(proc, startup_timeout_s)
     finally:

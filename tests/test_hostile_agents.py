@@ -572,6 +572,33 @@ async def test_ws_agent_that_never_speaks_is_no_agent_audio(persona, transport):
     assert record["failure_reason"] == "no_agent_audio" and 1.0 < took < 5
 
 
+@pytest.mark.parametrize("how", ["abort", "close"])
+async def test_ws_agent_dying_mid_flow_is_connection_lost_not_a_hang_up(persona, how):
+    """A killed agent's socket drops with no close frame (1006): not the agent hanging up."""
+    async def handler(request):
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_bytes(SPEECH.astype("<i2").tobytes())  # it said something first
+        await asyncio.sleep(1.0)
+        if how == "abort":
+            request.transport.abort()  # as the kernel does for a SIGKILLed process
+        else:
+            await ws.close()  # a hang-up: a close frame
+        return ws
+
+    limits = SessionLimits(connect_timeout_s=5.0, no_agent_audio_s=5.0, max_call_s=10.0)
+    async with ws_agent(handler) as url:
+        record, took = await call(persona, url, transport="pcm-ws", limits=limits,
+                                  models=stub_models())
+    lost = [e for e in record["events"] if e["kind"] == "connection_lost"]
+    if how == "abort":
+        assert record["failure_reason"] == "ws_connection_lost" and lost, record["events"]
+        assert lost[0]["code"] == 1006
+    else:
+        assert record["failure_reason"] == "remote_hangup_early" and not lost
+    assert took < 5
+
+
 async def test_ws_agent_that_talks_forever_ends_at_the_calls_max_duration(persona):
     async def send(ws):
         speech = tone(1.0)

@@ -35,6 +35,7 @@ IDLE_RESTART_MS = 100.0
 RELAX_MS = 5.0
 SILENCE_DBFS = -60.0
 CLOSE_TIMEOUT_S = 2.0
+ABNORMAL_CLOSURE = 1006  # RFC 6455: the connection closed without a close frame
 
 
 # --- G.711 mu-law (Twilio Media Streams' audio/x-mulaw) ------------------------------------
@@ -315,6 +316,9 @@ class WebSocketTransport(CallTransport):
             yield item
 
     def media_end(self) -> tuple[str, dict[str, Any]]:
+        if self._closed_by_agent and self.close_code in (None, ABNORMAL_CLOSURE):
+            # no close frame: the agent's process (or the path to it) died, it did not hang up
+            return "connection_lost", {"code": self.close_code}
         return "hangup", {"by": "agent", "how": "close", "code": self.close_code}
 
     def closed_before_audio(self) -> bool:
