@@ -21,7 +21,7 @@ from callers.session import CallSession, load_caller_models
 from callers.transport import Target
 from evaluation.gates import evaluate_gates
 from evaluation.scoring import score_call
-from evaluation.summary import summarize
+from evaluation.summary import SATURATED_PACING_MS, summarize
 from orchestration.local_agent import reference_agent
 from tests.fake_llm import FakeLLM, serving
 
@@ -192,6 +192,13 @@ def test_clean_agent_passes_every_default_gate(run):
                                          "silent")]
     summary = summarize(records, run_id="clean", target="reference")
     failed = [g for g in evaluate_gates(summary) if not g["passed"]]
+    # generator_saturated grades this machine, not the agent: on 2 cores shared with the
+    # agents' Whisper a caller is now and then late (one CI run). Then it must say so truly.
+    late = [r["call_id"] for r in records
+            if (r["generator"].get("pacing_late_ms_p99") or 0) > SATURATED_PACING_MS]
+    if late:
+        print(f"\ncallers late on this machine: {late}")
+        failed = [g for g in failed if g["name"] != "generator_saturated"]
     assert not failed, failed
 
 

@@ -25,13 +25,23 @@ CALLS = 4
 RUN_TIMEOUT_S = 240
 
 
+# Three lines, then the caller hangs up: two response latencies per call, a short call.
+SCRIPT = {"id": "short-card-dispute", "goal": "Start a card dispute, then hang up.",
+          "flow": "card_dispute",
+          "script": [{"say": "I want to dispute a charge on my card.", "after_agent_ms": 600},
+                     {"say": "John.", "after_agent_ms": 600},
+                     {"say": "Smith. Sorry, I have to go. Goodbye.", "after_agent_ms": 600}]}
+
+
 def _config(path: Path, *agent_args: str) -> Path:
+    scenario = path.parent / "short-card-dispute.yaml"
+    scenario.write_text(yaml.safe_dump(SCRIPT))
     path.write_text(yaml.safe_dump({
         "name": path.stem, "seed": 3,
         "target": {"url": "reference", "transport": "pcm-ws",
                    "reference_agent_args": ["--lean", *agent_args]},
         "personas": {"cooperative-john": 1, "fast-talker-emily": 1},
-        "scenarios": {"scripted-card-dispute": 1},
+        "scenarios": {str(scenario): 1},
         "speech": {"stt": "none"},
         "load": {"total_calls": CALLS, "max_concurrency": CALLS, "calls_per_second": 1.0},
         "fleet": {"hosts": 1, "max_call_s": 120.0},
@@ -116,7 +126,7 @@ def test_lean_runs_complete_every_call_without_transcribing(runs):
             (r["call_id"], r["failure_reason"]) for r in records]
         for record in records:
             assert not [s for s in record.get("stages", []) if s["stage"] == "stt"]
-            assert len(record["metrics"]["response_latency_ms"]) >= 3, record["call_id"]
+            assert len(record["metrics"]["response_latency_ms"]) >= 2, record["call_id"]
 
 
 def test_live_endpoint_moves_while_the_run_goes(runs):
@@ -129,8 +139,9 @@ def test_live_endpoint_moves_while_the_run_goes(runs):
     assert started == sorted(started) and finished == sorted(finished)
     # counters moved while the endpoint was up: seen part-way, then further
     assert any(0 < f < CALLS for f in finished), finished
-    assert finished[-1] == CALLS and started[-1] == CALLS, (started[-1], finished[-1])
-    assert latencies[-1] >= 3 * CALLS and any(0 < n < latencies[-1] for n in latencies)
+    # the endpoint closes as the run ends: the last call may finish after the last scrape
+    assert started[-1] == CALLS and finished[-1] >= CALLS - 1, (started[-1], finished[-1])
+    assert latencies[-1] >= 2 * (CALLS - 1) and any(0 < n < latencies[-1] for n in latencies)
     assert max(_total(s, "callfleet_active_calls") for s in scrapes) >= 1
 
 
