@@ -11,16 +11,15 @@ import asyncio
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import ray
 
 from orchestration.config import RunConfig
-from orchestration.fleet import Fleet, start_ray
+from orchestration.fleet import start_ray
 from orchestration.local_agent import reference_agent
-from orchestration.store import RunStore
+from one_host import run_on_one_host
 from results_file import write_result
 
 PERSONAS = {"cooperative-john": 1, "hesitant-maria": 1, "corrector-david": 1}
@@ -32,25 +31,9 @@ async def measure(level: int, base_url: str, run_dir: Path) -> dict:
         "load": {"total_calls": level, "max_concurrency": level, "calls_per_second": 4},
         "fleet": {"hosts": 1},
     })
-    with RunStore(run_dir) as store:
-        fleet = Fleet(config, config.target.to_target(base_url), store)
-        task = asyncio.create_task(fleet.run())
-        while not fleet.pool.hosts:
-            await asyncio.sleep(0.1)
-        host = fleet.pool.hosts[0].actor
-        await host.ready.remote()
-        before, wall0, rss = await host.usage.remote(), time.monotonic(), []
-        last, last_t = before, wall0
-        while not task.done():  # sample CPU and memory while the calls run
-            try:
-                last, last_t = await host.usage.remote(), time.monotonic()
-            except ray.exceptions.RayError:
-                break  # the run ended and the host was shut down
-            rss.append(last["rss_mb"])
-            await asyncio.sleep(1.0)
-        records = await task
-    wall = time.monotonic() - wall0
-    busy_cores = (last["cpu_s"] - before["cpu_s"]) / max(1e-9, last_t - wall0)
+    run = await run_on_one_host(config, base_url, run_dir)
+    records, busy_cores = run["records"], run["busy_cores"]
+    idle, peak = run["rss_mb_idle"], run["rss_mb_peak"]
     pacing = [r["generator"].get("pacing_late_ms_p99") or 0.0 for r in records]
     lag = [r["generator"].get("loop_lag_ms_p99") or 0.0 for r in records]
     return {
@@ -60,13 +43,12 @@ async def measure(level: int, base_url: str, run_dir: Path) -> dict:
         "loop_lag_ms_p99_worst_call": round(max(lag), 2),
         "latency_ms_p50": _pct([v for r in records for v in
                                (r.get("metrics") or {}).get("response_latency_ms", [])], 50),
-        "host_rss_mb_idle": round(before["rss_mb"], 1),
-        "host_rss_mb_peak": round(max(rss, default=before["rss_mb"]), 1),
-        "wall_s": round(wall, 1),
+        "host_rss_mb_idle": round(idle, 1),
+        "host_rss_mb_peak": round(peak, 1),
+        "wall_s": round(run["wall_s"], 1),
         "host_cpu_cores_busy": round(busy_cores, 3),
         "cpu_pct_of_core_per_caller": round(100 * busy_cores / level, 1),
-        "rss_mb_per_caller": round((max(rss, default=before["rss_mb"]) - before["rss_mb"])
-                                   / level, 1),
+        "rss_mb_per_caller": round((peak - idle) / level, 1),
     }
 
 

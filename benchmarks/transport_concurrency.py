@@ -20,7 +20,6 @@ import asyncio
 import json
 import os
 import tempfile
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -28,9 +27,9 @@ import numpy as np
 import ray
 
 from orchestration.config import RunConfig
-from orchestration.fleet import Fleet, start_ray
+from orchestration.fleet import start_ray
 from orchestration.local_agent import reference_agent_process
-from orchestration.store import RunStore
+from one_host import run_on_one_host
 from results_file import write_result
 
 PACING_LIMIT_MS = 20.0
@@ -51,27 +50,12 @@ def config_for(transport: str, calls: int) -> RunConfig:
 
 async def measure(transport: str, calls: int, base_url: str, run_dir: Path) -> dict:
     config = config_for(transport, calls)
-    with RunStore(run_dir) as store:
-        fleet = Fleet(config, config.target.to_target(base_url), store)
-        task = asyncio.create_task(fleet.run())
-        while not fleet.pool.hosts:
-            await asyncio.sleep(0.1)
-        host = fleet.pool.hosts[0].actor
-        await host.ready.remote()
-        before, wall0 = await host.usage.remote(), time.monotonic()
-        last, last_t = before, wall0
-        while not task.done():
-            try:
-                last, last_t = await host.usage.remote(), time.monotonic()
-            except ray.exceptions.RayError:
-                break
-            await asyncio.sleep(1.0)
-        records = await task
+    run = await run_on_one_host(config, base_url, run_dir)
+    records = run["records"]
     ids = [r["call_id"] for r in records]
     pacing = [r["generator"].get("pacing_late_ms_p99") or 0.0 for r in records]
     latencies = [v for r in records for v in (r.get("metrics") or {}).get(
         "response_latency_ms", [])]
-    busy = (last["cpu_s"] - before["cpu_s"]) / max(1e-9, last_t - wall0)
     return {
         "transport": transport,
         "planned": calls,
@@ -86,8 +70,8 @@ async def measure(transport: str, calls: int, base_url: str, run_dir: Path) -> d
                                     if latencies else None),
         "turns": len(latencies),
         "mean_call_s": round(float(np.mean([r["duration_s"] for r in records])), 1),
-        "host_cpu_cores_busy": round(busy, 3),
-        "wall_s": round(time.monotonic() - wall0, 1),
+        "host_cpu_cores_busy": round(run["busy_cores"], 3),
+        "wall_s": round(run["wall_s"], 1),
     }
 
 

@@ -133,7 +133,7 @@ def _retryable(e: BaseException) -> bool:
     return False
 
 
-def _describe(e: BaseException) -> str:
+def describe_error(e: BaseException) -> str:
     """What went wrong, without the response body (a server could echo anything in it)."""
     if isinstance(e, openai.APIStatusError):
         return f"HTTP {e.status_code} ({type(e).__name__})"
@@ -220,7 +220,7 @@ class LLMBrain(Brain):
             except openai.OpenAIError as e:
                 if not _retryable(e) or attempt == MAX_ATTEMPTS:
                     raise LLMUnavailable(
-                        f"{_describe(e)} after {attempt} attempt{'s' * (attempt > 1)}") from None
+                        f"{describe_error(e)} after {attempt} attempt{'s' * (attempt > 1)}") from None
                 delay = min(BACKOFF_BASE_S * 2 ** (attempt - 1), BACKOFF_MAX_S)
                 delay *= 1 + 0.25 * self._rng.random()
                 retry_after = _retry_after_s(e)

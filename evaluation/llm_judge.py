@@ -27,7 +27,7 @@ from pydantic import Field
 
 from callers import facts as typed
 from callers.facts.words import plain
-from callers.llm_brain import LLMConfig
+from callers.llm_brain import LLMConfig, describe_error
 
 MAX_TURN_CHARS = 600  # one agent turn as shown to the judge
 MAX_PROMPT_TURN_CHARS = 12_000  # all of them: the latest turns are kept
@@ -153,17 +153,6 @@ def verdicts(answer: dict[str, Any], facts: list[typed.Fact],
     return result
 
 
-def _describe(e: BaseException) -> str:
-    """What went wrong, without the response body (a server could echo anything in it)."""
-    if isinstance(e, openai.APIStatusError):
-        return f"HTTP {e.status_code} ({type(e).__name__})"
-    if isinstance(e, openai.APITimeoutError):
-        return "request timed out"
-    if isinstance(e, openai.APIConnectionError):
-        return "connection error"
-    return type(e).__name__
-
-
 class LLMJudge:
     """Asks an OpenAI-compatible endpoint what the agent understood of the facts no other
     source showed; ask() never raises, a failure is JudgeResult.error."""
@@ -190,7 +179,7 @@ class LLMJudge:
         except JudgeUnavailable as e:
             return JudgeResult(error=str(e)[:MAX_ERROR_CHARS])
         except openai.OpenAIError as e:
-            return JudgeResult(error=_describe(e)[:MAX_ERROR_CHARS])
+            return JudgeResult(error=describe_error(e)[:MAX_ERROR_CHARS])
         except Exception as e:  # a broken judge must never cost the record
             return JudgeResult(error=f"judge failed: {type(e).__name__}"[:MAX_ERROR_CHARS])
 
