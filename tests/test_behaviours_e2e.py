@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from callers.audio import FRAME_MS
 from callers.llm_brain import LLMBrain, LLMConfig
 from callers.persona import load_persona, resolve_persona
 from callers.session import CallSession, load_caller_models
@@ -152,7 +153,10 @@ def test_same_persona_and_seed_replay_the_same_call(run):
     assert [(k, anchor) for k, anchor, _ in a] == [(k, anchor) for k, anchor, _ in b]
     drift = max(abs(x[2] - y[2]) for x, y in zip(a, b, strict=True))
     print(f"replay: {len(a)} caller events, largest timing difference {drift:.1f} ms")
-    assert drift <= 20.0
+    # A caller event goes out on the next tick of its own 20 ms frame clock, while the agent
+    # event it is timed from is stamped at the frame that carried it: the same delay can land
+    # one tick apart in two calls, plus a few ms of pacing lateness.
+    assert drift <= FRAME_MS + 5.0
     # The replay persona did use its behaviours (else the comparison proves little).
     assert {"caller_barge_in", "hesitation_start"} & kinds(first)
 
