@@ -21,6 +21,7 @@ from urllib.parse import quote
 
 from evaluation import report_visuals
 from evaluation.metrics import timeline_findings
+from evaluation.summary import loss_pct, network_degraded
 
 REPORT_FILE = "report.html"
 MAX_CALLS = 5000  # transcript viewer cap; failed and flagged calls are listed first beyond it
@@ -71,7 +72,8 @@ def call_flags(record: dict[str, Any]) -> list[dict[str, Any]]:
     """What a PM should look at in one call: [{kind, t_ms (None = whole call), text}].
 
     Timed flags are the graded moments of evaluation.metrics (the DESIGN.md definitions);
-    misunderstood entities and the failure reason are call-level."""
+    misunderstood entities, the network loss of a lossy call with one, and the failure reason
+    are call-level."""
     events = record.get("events") or []
     flags: list[dict[str, Any]] = []
     for f in timeline_findings(events):
@@ -95,6 +97,10 @@ def call_flags(record: dict[str, Any]) -> list[dict[str, Any]]:
             text = (f"misunderstood {entity}: expected {expected.get(entity, '?')!s}, "
                     f"understood {'nothing' if heard in (None, '') else heard}")
             flags.append({"kind": "misunderstood", "t_ms": None, "text": text})
+    if not all((u.get("correct") or {}).values()) and network_degraded(record):
+        # The facts above may have been lost on the line, not misheard by the agent.
+        flags.append({"kind": "network-loss", "t_ms": None,
+                      "text": f"network loss {round(loss_pct(record) or 0.0, 1):g} %"})
     if record.get("status") != "completed":
         reason = record.get("failure_reason") or "unknown"
         detail = record.get("failure_detail")
@@ -330,7 +336,17 @@ def _understanding(summary: dict[str, Any]) -> str:
             f'{_unobserved_note(block)}</span></span></div>')
     return ('<div class="bars">' + "".join(rows) + "</div>"
             '<p class="muted">Rates are over observed facts: those the agent reported in its '
-            'state or read back. A fact it never confirmed is not observed, not wrong.</p>')
+            'state or read back. A fact it never confirmed is not observed, not wrong.</p>'
+            + _network_note(summary))
+
+
+def _network_note(summary: dict[str, Any]) -> str:
+    """The attribution's sentence, only when some call was lossy (else it has nothing to say)."""
+    block = (summary.get("understanding") or {}).get("network_attribution") or {}
+    if not (block.get("lossy") or {}).get("calls"):
+        return ""
+    cls = "bad-text" if block.get("attributed") else "muted"
+    return f'<p class="{cls} network-attribution">{esc(block.get("verdict"))}</p>'
 
 
 def _unobserved_note(block: dict[str, Any]) -> str:

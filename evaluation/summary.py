@@ -12,6 +12,9 @@ Cache = dict[int, list[float]]
 SATURATED_PACING_MS = 20.0  # generator p99 lateness above which its own latency numbers lie
 KNEE_LATENCY_FACTOR = 2.0  # knee: p95 latency above this multiple of the lowest level's...
 KNEE_COMPLETION_DROP = 0.05  # ...or completion more than this many (5) points below it
+# Packet loss (%) from which a call's misunderstood facts may be the network's, not the agent's
+# (a bad line, not the background loss of a healthy one).
+NETWORK_DEGRADED_LOSS_PCT = 5.0
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -185,6 +188,78 @@ def _network(records: list[dict[str, Any]]) -> dict[str, Any]:
         out[key] = mean(values, 2)
     out["n"] = sum(1 for r in records if r.get("network"))
     return out
+
+
+def loss_pct(record: dict[str, Any]) -> float | None:
+    """A call's worst packet loss in %: what its transport measured (the agent's audio as the
+    caller received it) or the persona's simulated line loss (the caller's audio as sent: what
+    the agent had to understand); None when neither is known."""
+    line = (record.get("transport") or {}).get("line")
+    values = [v for v in (_number((record.get("network") or {}).get("packet_loss_pct")),
+                          _number(line.get("packet_loss_pct") if isinstance(line, dict) else None))
+              if v is not None]
+    return max(values) if values else None
+
+
+def network_degraded(record: dict[str, Any]) -> bool:
+    """The call lost >= NETWORK_DEGRADED_LOSS_PCT of its packets (unknown loss: not lossy)."""
+    loss = loss_pct(record)
+    return loss is not None and loss >= NETWORK_DEGRADED_LOSS_PCT
+
+
+def _loss_group(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Understanding errors of one side of the attribution: calls, those graded, those with a
+    fact wrong, and the share of observed facts wrong."""
+    graded = [c for c in ((r.get("understanding") or {}).get("correct") for r in records) if c]
+    observed = sum(len(c) for c in graded)
+    return {"calls": len(records), "scored": len(graded),
+            "with_errors": sum(not all(c.values()) for c in graded),
+            "facts_wrong_rate": _rate(sum(not ok for c in graded for ok in c.values()), observed),
+            "facts_observed": observed}
+
+
+def _share(rate: float) -> str:
+    return f"{round(rate * 100, 1):g} %"
+
+
+def _verdict(lossy: dict[str, Any], clean: dict[str, Any], blamed: bool) -> str:
+    """One honest sentence: blame the network only when its lossy calls did worse."""
+    at = f">= {NETWORK_DEGRADED_LOSS_PCT:g} % packet loss"
+    n, wrong, base = lossy["scored"], lossy["facts_wrong_rate"], clean["facts_wrong_rate"]
+    calls = f"call{'' if n == 1 else 's'} with {at}"
+    if not lossy["calls"]:
+        return f"no call had {at}: no understanding error is attributed to the network"
+    if not n:
+        return (f"{lossy['calls']} call{'' if lossy['calls'] == 1 else 's'} had {at} but none "
+                "had a fact graded: nothing is attributed to the network")
+    if blamed and base is None:
+        return (f"understanding degraded on {lossy['with_errors']} of {n} {calls} (facts wrong "
+                f"{_share(wrong)}; no other graded call to compare with): likely the network")
+    if blamed:
+        return (f"understanding degraded on {lossy['with_errors']} of {n} {calls} (facts wrong "
+                f"{_share(wrong)} vs {_share(base)} on the other calls): likely the network, "
+                "not the agent")
+    if not lossy["with_errors"]:
+        return (f"the {n} {calls} understood every observed fact: nothing is attributed to the "
+                "network")
+    return (f"the {n} {calls} {'was' if n == 1 else 'were'} not worse than the others (facts "
+            f"wrong {_share(wrong)} vs {_share(base)}): their errors are not attributed to the "
+            "network")
+
+
+def _network_attribution(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Whether packet loss explains the misunderstandings: the calls at >= 5 % loss against the
+    rest (under 5 % or not measured). Their errors are `attributed` to the network only when
+    they did worse than the rest, or when there is no rest to compare with."""
+    sides: tuple[list[dict[str, Any]], list[dict[str, Any]]] = ([], [])
+    for r in records:
+        sides[network_degraded(r)].append(r)  # [0]: the rest, [1]: the lossy calls
+    clean, lossy = map(_loss_group, sides)
+    wrong, base = lossy["facts_wrong_rate"], clean["facts_wrong_rate"]
+    blamed = bool(lossy["with_errors"]) and (base is None or wrong > base)
+    return {"loss_threshold_pct": NETWORK_DEGRADED_LOSS_PCT, "lossy": lossy, "clean": clean,
+            "attributed": lossy["with_errors"] if blamed else 0,
+            "verdict": _verdict(lossy, clean, blamed)}
 
 
 def _mos(records: list[dict[str, Any]], key: str) -> list[float]:
@@ -406,7 +481,8 @@ def summarize(
         "completion": _completion(records, planned),
         "latency_ms": _latency(records, cache),
         "barge_in_stop_ms": _barge_in(records),
-        "understanding": _understanding(records),
+        "understanding": {**_understanding(records),
+                          "network_attribution": _network_attribution(records)},
         "agent_hearing": _agent_hearing(records),
         "turn_taking": _turn_taking(records),
         "network": _network(records),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 console = Console(highlight=False)
@@ -40,6 +41,10 @@ def print_summary(summary: dict[str, Any], run_dir: str) -> None:
     if (summary.get("generator") or {}).get("saturated"):
         console.print("[yellow]warning: the callers themselves were overloaded (pacing p99 > 20 ms);"
                       " latency figures from this run are not trustworthy[/yellow]")
+    attribution = understanding.get("network_attribution") or {}
+    if (attribution.get("lossy") or {}).get("calls"):  # said only when some call was lossy
+        line = f"  understanding vs network: {escape(str(attribution.get('verdict')))}"
+        console.print(f"[yellow]{line}[/yellow]" if attribution.get("attributed") else line)
     tts = (summary.get("generator") or {}).get("tts_cache") or {}
     if tts.get("hit_rate") is not None:
         console.print(f"  caller speech from the TTS cache: {tts['hit_rate']:.0%} "
