@@ -4,7 +4,8 @@ new AgentCall, the same flows and fault knobs as its other endpoints.
 INVITE -> 100 Trying, 180 Ringing, 200 OK with an SDP answer (PCMU or PCMA, the caller's
 preference), retransmitted until the ACK. The Request-URI's user picks the flow
 (`sip:card_dispute@...`; `agent` or none: the agent's default; any other name: 404). The
-caller's RTP is decoded and stamped on arrival; the agent's track goes out as one G.711 RTP
+caller's RTP goes through callfleet's jitter buffer (in order, gaps filled, stamped at its
+place on the stream's timeline); the agent's track goes out as one G.711 RTP
 packet per 20 ms. Its state goes to the caller in SIP INFO (application/json, the same
 {"entities": ...} as its data channel); it hangs up with BYE after its goodbye, and answers the
 caller's BYE with 200. A re-INVITE is answered with its SDP (hold honoured).
@@ -318,9 +319,10 @@ class SipAgentMedia(AgentMedia):
     def connected(self) -> bool:
         return self.acked.is_set() and not self.ended
 
-    def _heard(self, pcm8k: np.ndarray, arrival_s: float) -> None:
+    def _heard(self, pcm8k: np.ndarray, heard_s: float) -> None:
         if self.call is not None and not self.ended:
-            self.frames.put_nowait((self.call.clock.ms(), self._up.frame(pcm8k)))
+            self.frames.put_nowait(((heard_s - self.call.clock.t0) * 1000,
+                                    self._up.frame(pcm8k)))
 
     async def incoming(self, source, call: AgentCall):
         while True:

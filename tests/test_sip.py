@@ -159,12 +159,12 @@ def test_jitter_is_rfc3550s_running_estimate_of_transit_differences():
     assert wobbly.jitter_ms == pytest.approx(5.0, abs=0.01)
 
 
-def test_loss_late_and_duplicate_packets_are_counted_across_the_sequence_wrap():
+def test_loss_out_of_order_and_duplicate_packets_are_counted_across_the_sequence_wrap():
     stats = ReceiveStats()
-    order = [65533, 65534, 65535, 0, 2, 1, 3, 3, 6]  # 1 late, 3 duplicated, 4 and 5 lost
+    order = [65533, 65534, 65535, 0, 2, 1, 3, 3, 6]  # 1 out of order, 3 duplicated, 4, 5 lost
     statuses = [stats.on_packet(s, i * 160, i * 0.02) for i, s in enumerate(order)]
-    assert statuses[5] == "late" and statuses[7] == "duplicate"
-    assert (stats.expected, stats.received, stats.lost, stats.late) == (10, 8, 2, 1)
+    assert statuses[5] == "out_of_order" and statuses[7] == "duplicate"
+    assert (stats.expected, stats.received, stats.lost, stats.out_of_order) == (10, 8, 2, 1)
     assert stats.summary()["packet_loss_pct"] == 20.0
 
 

@@ -1,5 +1,5 @@
 """RTP (RFC 3550) for one G.711 audio stream: packets, the A-law codec (mu-law is
-callers.transports.websocket's), receive statistics (loss, late and out-of-order packets,
+callers.transports.websocket's), receive statistics (loss, out-of-order packets,
 interarrival jitter), and a UDP endpoint that both callfleet and the reference agent use."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from callers.transports.sip.jitter_buffer import JitterBuffer
 from callers.transports.websocket import mulaw_decode, mulaw_encode
 
 log = logging.getLogger(__name__)
@@ -98,14 +99,14 @@ class RtpPacket:
 class ReceiveStats:
     """RFC 3550 A.1 (sequence accounting) and A.8 (interarrival jitter) from what arrives.
 
-    on_packet() says "ok" (play it), "late" (older than a packet already received: out of
-    order, too late to play) or "duplicate".
+    on_packet() says "ok", "out_of_order" (older than a packet already received: the jitter
+    buffer may still play it in its place) or "duplicate".
     """
 
     def __init__(self, clock_rate: int = G711_RATE) -> None:
         self.clock_rate = clock_rate
         self.received = 0
-        self.late = 0
+        self.out_of_order = 0
         self.duplicates = 0
         self.base_seq: int | None = None
         self.max_seq = 0
@@ -134,8 +135,8 @@ class ReceiveStats:
                 self.max_seq = sequence
                 status = "ok"
             else:
-                self.late += 1
-                status = "late"
+                self.out_of_order += 1
+                status = "out_of_order"
         self.received += 1
         transit = arrival_s * self.clock_rate - timestamp
         if self._transit is not None:
@@ -161,7 +162,7 @@ class ReceiveStats:
         return {"jitter_ms": round(self.jitter_ms, 2) if self.received > 1 else None,
                 "packet_loss_pct": round(100 * self.lost / expected, 2) if expected else None,
                 "rtp_received": self.received, "rtp_expected": expected, "rtp_lost": self.lost,
-                "rtp_late": self.late, "rtp_duplicates": self.duplicates}
+                "rtp_out_of_order": self.out_of_order, "rtp_duplicates": self.duplicates}
 
 
 # --- the endpoint -------------------------------------------------------------------------
@@ -169,8 +170,10 @@ class ReceiveStats:
 class RtpStream(asyncio.DatagramProtocol):
     """One side of a G.711 RTP stream on a local UDP port.
 
-    send(pcm) sends 20 ms at 8 kHz to the remote (once set); on_audio(pcm8k, arrival_s) gets
-    each packet's audio that arrives in order. Packets from any address but the remote's host
+    send(pcm) sends 20 ms at 8 kHz to the remote (once set); on_audio(pcm8k, heard_s) gets
+    the stream in order through a jitter buffer (each packet's audio, or silence for a gap),
+    with the time.monotonic() second it is heard at (its place on the stream's timeline,
+    callers.transports.sip.jitter_buffer). Packets from any address but the remote's host
     are ignored.
     """
 
@@ -184,6 +187,7 @@ class RtpStream(asyncio.DatagramProtocol):
         # then), as behind a NAT or a relay that the SDP does not name.
         self.latch = False
         self.stats = ReceiveStats()
+        self.buffer = JitterBuffer(on_audio)
         self.sent = 0
         self.events_received = 0  # telephone-event packets (DTMF): counted, not played
         self.unknown_received = 0  # payload types we did not negotiate, or not RTP at all
@@ -230,13 +234,23 @@ class RtpStream(asyncio.DatagramProtocol):
         if packet.payload_type not in DECODE:
             self.unknown_received += 1
             return
+        source = self.stats.ssrc
         status = self.stats.on_packet(packet.sequence, packet.timestamp, arrival, packet.ssrc)
-        if status == "ok" and packet.payload:
-            self.on_audio(DECODE[packet.payload_type](packet.payload), arrival)
+        if self.stats.ssrc != source and source is not None:
+            self.buffer.reset()
+        if status != "duplicate" and packet.payload:
+            self.buffer.push(packet.sequence, packet.timestamp,
+                             DECODE[packet.payload_type](packet.payload), arrival)
+
+    def receive_summary(self) -> dict[str, Any]:
+        """RFC 3550 figures, and what the jitter buffer made of the packets."""
+        return {**self.stats.summary(), "rtp_late": self.buffer.late,
+                "rtp_concealed": self.buffer.concealed}
 
     def error_received(self, exc: Exception) -> None:
         log.debug("RTP socket: %s", exc)
 
     def close(self) -> None:
+        self.buffer.close()
         if self.transport is not None:
             self.transport.close()

@@ -2,9 +2,11 @@
 
 Connect: INVITE with an SDP offer (the configured law first, the other next, telephone-event),
 digest authentication from environment variables, ACK. Sent: the caller's paced frames, one
-RTP packet per 20 ms. Received: RTP decoded, resampled to 16 kHz and played as it arrives
-(callers.transports.websocket.IncomingPlayout: no jitter buffer, so no constant receive
-delay); loss, late packets and RFC 3550 jitter counted. A BYE from the agent ends the call;
+RTP packet per 20 ms. Received: RTP put back in order by a small jitter buffer (gaps filled
+with silence, each packet stamped at its place on the stream's timeline: the path's median
+delay, not the buffer's hold), decoded, resampled to 16 kHz and played at those stamps
+(callers.transports.websocket.IncomingPlayout); loss, out-of-order, late and concealed
+packets and RFC 3550 jitter counted. A BYE from the agent ends the call;
 ours ends it from our side. A re-INVITE is answered with our SDP; hold (the agent sends
 sendonly, or inactive) is honoured: we stop sending, and silence stands in for its audio.
 The agent's INFO/MESSAGE bodies are its messages (the reference agent reports its state so).
@@ -122,9 +124,9 @@ class SipTransport(CallTransport):
             _, pcm48, _ = await self.outgoing.paced_frame()
             self.rtp.send(self._down.frame(pcm48))
 
-    def _heard(self, pcm8k: np.ndarray, arrival_s: float) -> None:
+    def _heard(self, pcm8k: np.ndarray, heard_s: float) -> None:
         if self._hold_task is None:
-            self.player.push(self._up.frame(pcm8k))
+            self.player.push(self._up.frame(pcm8k), (heard_s - self.clock.t0) * 1000)
 
     async def _watch_bye(self) -> None:
         await self.call.bye_received.wait()
@@ -185,7 +187,7 @@ class SipTransport(CallTransport):
         self.rtp.close()
 
     async def network_stats(self) -> dict[str, Any]:
-        return {"rtt_ms": None, **self.rtp.stats.summary(), **self.player.summary(),
+        return {"rtt_ms": None, **self.rtp.receive_summary(), **self.player.summary(),
                 "rtp_sent": self.rtp.sent, "rtp_events_received": self.rtp.events_received,
                 "rtp_unknown_received": self.rtp.unknown_received}
 
