@@ -1,8 +1,8 @@
 """Whole runs through the CLI against a lean reference agent (no Whisper on either side).
 
-Three real runs (Ray, caller hosts, real WebSocket media, Piper, VAD): two against the same
-clean agent and one against the agent with a planted --response-delay-ms 300. The second run
-serves live metrics, scraped while it goes. Then `callfleet compare`: the clean pair shows no
+Three real runs at once (Ray, caller hosts, real WebSocket media, Piper, VAD): two against the
+same clean agent and one against the agent with a planted --response-delay-ms 300. The second
+run serves live metrics, scraped while it goes. Then `callfleet compare`: the clean pair shows no
 regression, the slow run is flagged on latency with its interval printed.
 """
 
@@ -86,30 +86,33 @@ def _run_dir(out: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
+    """The three runs at once (lean calls cost little CPU, and the agents answer on their own
+    schedule); the clean one's live endpoint is scraped every half second while it goes."""
     root = tmp_path_factory.mktemp("lean-runs")
-    dirs, outputs = {}, {}
+    port = _free_port()
+    procs, outs = {}, {}
     for name in ("baseline", "clean", "slow"):
         config = _config(root / f"{name}.yaml",
                          *(("--response-delay-ms", "300") if name == "slow" else ()))
-        out = root / name
-        if name != "clean":
-            result = _cli("run", str(config), "--out", str(out))
-        else:  # watched: scrape the live endpoint every half second while it runs
-            port = _free_port()
-            proc = subprocess.Popen([sys.executable, "-m", "orchestration.cli", "run",
-                                     str(config), "--out", str(out), "--metrics-port", str(port)],
-                                    text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-            scrapes = []
-            deadline = time.monotonic() + RUN_TIMEOUT_S
-            while proc.poll() is None and time.monotonic() < deadline:
-                scrapes.append(_scrape(port))
-                time.sleep(0.5)
-            proc.kill() if proc.poll() is None else None
-            result = subprocess.CompletedProcess(proc.args, proc.wait(), proc.stdout.read(), "")
-            outputs["scrapes"] = [s for s in scrapes if s]
-        outputs[name] = result
-        assert result.returncode in (0, 1), (name, result.stdout[-3000:], result.stderr[-3000:])
-        dirs[name] = _run_dir(out)
+        outs[name] = root / name
+        watched = ("--metrics-port", str(port)) if name == "clean" else ()
+        procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "orchestration.cli", "run", str(config), "--out",
+             str(outs[name]), *watched], text=True, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT)
+    scrapes = []
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while any(p.poll() is None for p in procs.values()) and time.monotonic() < deadline:
+        if procs["clean"].poll() is None:
+            scrapes.append(_scrape(port))
+        time.sleep(0.5)
+    dirs, outputs = {}, {"scrapes": [s for s in scrapes if s]}
+    for name, proc in procs.items():
+        proc.kill() if proc.poll() is None else None
+        result = outputs[name] = subprocess.CompletedProcess(proc.args, proc.wait(),
+                                                             proc.stdout.read(), "")
+        assert result.returncode in (0, 1), (name, result.stdout[-3000:])
+        dirs[name] = _run_dir(outs[name])
     return dirs, outputs
 
 
