@@ -22,7 +22,8 @@ from callers.persona import Persona
 from callers.record import CallRecord, StageTiming, TimelineEvent, Turn
 from callers.scenario import CallFacts, ScriptTurn
 from callers.script import ScriptBrain, brain_for, wav_utterance
-from callers.stt import Transcriber, warm_up
+from callers.stt import SpeechToText, Transcriber, warm_up
+from callers.stt_batch import BatchedTranscriber
 from callers.trace_context import TraceContext
 from callers.transport import Target
 from callers.transports import CallTransport, TransportEvents, make_transport
@@ -39,7 +40,7 @@ class CallerModels:
 
     # None: the agent's speech is not transcribed (run config `speech: {stt: none}`): its
     # turns are found and timed, with empty text, and only a script can answer them.
-    stt: Transcriber | None
+    stt: SpeechToText | None  # Transcriber, or BatchedTranscriber (`speech: {stt: batched}`)
     tts: Synthesizer  # the bundled voice; also speaks the babble of noise beds
     voices: dict[str, Synthesizer] = field(default_factory=dict)  # other Piper models by path
     tts_cache: TTSCache = field(default_factory=TTSCache)  # every voice's phrases, 64 MB
@@ -57,15 +58,17 @@ class CallerModels:
         return CachedSynthesizer(await self.voice(model), self.tts_cache)
 
 
-async def load_caller_models(stt: Literal["local", "none"] = "local") -> CallerModels:
+async def load_caller_models(stt: Literal["local", "batched", "none"] = "local") -> CallerModels:
     """Load Whisper and Piper once per process, off the event loop, and warm them up.
+    stt batched: the process's calls share micro-batched decodes (callers.stt_batch);
     stt none: Piper only (no Whisper is loaded; the calls transcribe nothing)."""
     if stt == "none":
         tts = await asyncio.to_thread(Synthesizer)
         await tts.synthesize("Hello, how can I help you?")  # the warm-up, without a decode
         return CallerModels(None, tts)
+    kind = BatchedTranscriber if stt == "batched" else Transcriber
     transcriber, tts = await asyncio.gather(
-        asyncio.to_thread(Transcriber, cpu_threads=1), asyncio.to_thread(Synthesizer)
+        asyncio.to_thread(kind, cpu_threads=1), asyncio.to_thread(Synthesizer)
     )
     await warm_up(transcriber, tts)
     return CallerModels(transcriber, tts)
@@ -599,6 +602,8 @@ class CallSession:
         rec.success = self.call_facts.scenario.success.model_dump()
         if self.models.stt is None:  # the agent's turns have no text: not silence, unheard
             rec.speech = {"stt": "none"}
+        elif isinstance(self.models.stt, BatchedTranscriber):
+            rec.speech = {"stt": "batched"}
         if self.agent_messages.dropped:
             rec.transport["agent_messages_dropped"] = self.agent_messages.dropped
         line = self.track.line

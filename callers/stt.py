@@ -7,6 +7,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -22,6 +23,17 @@ def bundled_whisper_path() -> Path:
 class Transcript:
     text: str
     seconds: float  # wall time the decode took
+
+
+class SpeechToText(Protocol):
+    """What callers and the agent need of STT: 16 kHz int16 audio (and the question being
+    answered, as a prompt) in, text out, off the event loop. Transcriber decodes one segment
+    at a time; callers.stt_batch.BatchedTranscriber batches the segments of a host's calls."""
+
+    async def transcribe(self, audio16k: np.ndarray,
+                         prompt: str | None = None) -> Transcript: ...
+
+    def close(self) -> None: ...
 
 
 class Transcriber:
@@ -67,7 +79,7 @@ class Transcriber:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-async def warm_up(stt: Transcriber, tts) -> None:
+async def warm_up(stt: SpeechToText, tts) -> None:
     """One synthesis and one decode: a process's first ones are several times slower, and
     that should not land on the first call's turn (tts is a callers.tts.Synthesizer)."""
     from callers.audio import STT_RATE, resample

@@ -288,11 +288,13 @@ class EvaluationConfig(_Model):
 
 class SpeechConfig(_Model):
     """How callers hear the agent. `stt: local` transcribes each agent turn in-process
-    (faster-whisper, most of a caller's CPU); `stt: none` loads no Whisper and transcribes
+    (faster-whisper, most of a caller's CPU), one segment at a time; `stt: batched` does too,
+    but a host's calls share micro-batched decodes (callers.stt_batch: ~4x the segments per
+    core, benchmarks/stt_batching.py); `stt: none` loads no Whisper and transcribes
     nothing: agent turns are still found (VAD) and timed, with empty text, for load, pacing
     and soak runs whose scenarios all have a `script:` (nothing has to understand the agent)."""
 
-    stt: Literal["local", "none"] = "local"
+    stt: Literal["local", "batched", "none"] = "local"
 
 
 class RunConfig(_Model):

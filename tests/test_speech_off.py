@@ -60,7 +60,7 @@ def test_stt_none_without_scenarios_is_the_default_fact_scenario_and_fails(tmp_p
 
 
 @pytest.mark.parametrize(("speech", "expected"), [
-    ({"stt": "whisper"}, "speech.stt: Input should be 'local' or 'none', got 'whisper'"),
+    ({"stt": "whisper"}, "speech.stt: Input should be 'local', 'batched' or 'none', got 'whisper'"),
     ({"stt": "none", "tts": "none"}, "speech.tts: unknown field"),
 ])
 def test_bad_speech_sections_are_one_line_errors(tmp_path, speech, expected):

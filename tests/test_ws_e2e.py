@@ -1,5 +1,7 @@
 """Real calls over WebSocket media streams: pcm-ws and twilio-ws, Whisper and Piper on both
-sides, against the reference agent's /pcm and /twilio endpoints on 127.0.0.1.
+sides, against the reference agent's /pcm and /twilio endpoints on 127.0.0.1. The callers hear
+the agent through micro-batched STT (`speech: {stt: batched}`, callers.stt_batch): the other
+real-call tests cover one-at-a-time decoding.
 
 Phases run one after the other (the barge-in pair together, each against its own agent).
 """
@@ -43,7 +45,7 @@ def records(tmp_path_factory) -> dict[str, dict]:
 
 
 async def _place_all(urls: dict[str, str]) -> dict[str, dict]:
-    models = await load_caller_models()
+    models = await load_caller_models(stt="batched")
 
     async def one(name, agent, transport, persona_id, seed) -> tuple[str, dict]:
         # `url: reference` as a run config gives it: the agent's /pcm or /twilio endpoint.
@@ -70,6 +72,7 @@ def test_real_call_over_a_websocket_completes_with_every_fact_understood(records
     assert record["status"] == "completed", (record["failure_reason"], record["failure_detail"])
     assert record["transport"]["kind"] == kind and record["transport"]["url"].endswith(path)
     assert record["transport"]["agent_call_id"]
+    assert record["speech"] == {"stt": "batched"}
     understanding = record["understanding"]
     assert understanding["understood"] == understanding["expected"]
     assert understanding["correct"] and all(understanding["correct"].values())

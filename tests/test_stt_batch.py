@@ -1,0 +1,70 @@
+"""Micro-batched STT with the real Whisper model: the same words as one-at-a-time decoding,
+concurrent requests share a batch, and what cannot be batched or fails is handled."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import numpy as np
+import pytest
+
+from callers.audio import STT_RATE, resample
+from callers.stt_batch import BatchedTranscriber
+
+LINES = ["What is your first name?", "I have your last name as Smith.",
+         "What amount of money is this about?", "Is there anything else I can help you with?"]
+
+
+@pytest.fixture(scope="module")
+def stt():
+    s = BatchedTranscriber(window_ms=200)
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="module")
+def clips(synth):
+    async def speak():
+        return [resample(await synth.synthesize(t), synth.sample_rate, STT_RATE) for t in LINES]
+    return asyncio.run(speak())
+
+
+def words(text: str) -> list[str]:
+    return re.sub(r"[^a-z ]+", " ", text.lower()).split()
+
+
+def test_a_batch_says_what_one_at_a_time_says_and_never_loops(stt, clips):
+    batched = [t.text for t in stt.decode_batch([(c, None) for c in clips])]
+    for line, alone, text in zip(LINES, (stt.alone.transcribe_sync(c).text for c in clips),
+                                 batched, strict=True):
+        assert words(text) == words(alone) or len(set(words(text)) ^ set(words(alone))) <= 1, (
+            line, alone, text)
+        assert len(words(text)) <= len(words(line)) + 1, text  # no segment said twice
+
+
+async def test_concurrent_requests_share_one_batch(stt, clips):
+    stt.stats.__init__()
+    texts = await asyncio.gather(*(stt.transcribe(c) for c in clips))
+    assert stt.stats.batches == 1 and stt.stats.segments == len(clips)
+    assert "first name" in texts[0].text.lower() and "anything else" in texts[3].text.lower()
+
+
+async def test_a_segment_longer_than_whispers_window_is_decoded_alone(stt):
+    stt.stats.__init__()
+    long = np.zeros(31 * STT_RATE, np.int16)
+    await stt.transcribe(long)
+    assert stt.stats.fallbacks == 1 and stt.stats.batches == 0
+
+
+async def test_a_failed_batch_fails_every_request_in_it(clips, monkeypatch):
+    stt = BatchedTranscriber(window_ms=200)
+    try:
+        def broken(items):
+            raise RuntimeError("decoder gone")
+        monkeypatch.setattr(stt, "decode_batch", broken)
+        got = await asyncio.gather(*(stt.transcribe(c) for c in clips[:2]),
+                                   return_exceptions=True)
+        assert [str(e) for e in got] == ["decoder gone", "decoder gone"]
+    finally:
+        stt.close()
