@@ -125,7 +125,7 @@ def clean_reply(raw: str) -> tuple[str, bool]:
     return text, end_call
 
 
-def _retryable(e: BaseException) -> bool:
+def retryable(e: BaseException) -> bool:
     if isinstance(e, openai.APIConnectionError):  # includes APITimeoutError
         return True
     if isinstance(e, openai.APIStatusError):
@@ -218,7 +218,7 @@ class LLMBrain(Brain):
             try:
                 return await self._stream_once(client, messages)
             except openai.OpenAIError as e:
-                if not _retryable(e) or attempt == MAX_ATTEMPTS:
+                if not retryable(e) or attempt == MAX_ATTEMPTS:
                     raise LLMUnavailable(
                         f"{describe_error(e)} after {attempt} attempt{'s' * (attempt > 1)}") from None
                 delay = min(BACKOFF_BASE_S * 2 ** (attempt - 1), BACKOFF_MAX_S)

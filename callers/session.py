@@ -7,7 +7,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -24,6 +24,7 @@ from callers.scenario import CallFacts, ScriptTurn
 from callers.script import ScriptBrain, brain_for, wav_utterance
 from callers.stt import SpeechToText, Transcriber, warm_up
 from callers.stt_batch import BatchedTranscriber
+from callers.stt_openai import OpenAISTTConfig, OpenAITranscriber
 from callers.trace_context import TraceContext
 from callers.transport import Target
 from callers.transports import CallTransport, TransportEvents, make_transport
@@ -58,14 +59,17 @@ class CallerModels:
         return CachedSynthesizer(await self.voice(model), self.tts_cache)
 
 
-async def load_caller_models(stt: Literal["local", "batched", "none"] = "local") -> CallerModels:
+async def load_caller_models(stt: Literal["local", "batched", "openai", "none"] = "local",
+                             openai: dict[str, Any] | None = None) -> CallerModels:
     """Load Whisper and Piper once per process, off the event loop, and warm them up.
     stt batched: the process's calls share micro-batched decodes (callers.stt_batch);
+    stt openai: an OpenAI-compatible service transcribes (openai: its speech.openai section);
     stt none: Piper only (no Whisper is loaded; the calls transcribe nothing)."""
-    if stt == "none":
+    if stt in ("none", "openai"):
         tts = await asyncio.to_thread(Synthesizer)
         await tts.synthesize("Hello, how can I help you?")  # the warm-up, without a decode
-        return CallerModels(None, tts)
+        heard = OpenAITranscriber(OpenAISTTConfig(**openai)) if stt == "openai" else None
+        return CallerModels(heard, tts)
     kind = BatchedTranscriber if stt == "batched" else Transcriber
     transcriber, tts = await asyncio.gather(
         asyncio.to_thread(kind, cpu_threads=1), asyncio.to_thread(Synthesizer)
@@ -604,6 +608,9 @@ class CallSession:
             rec.speech = {"stt": "none"}
         elif isinstance(self.models.stt, BatchedTranscriber):
             rec.speech = {"stt": "batched"}
+        elif isinstance(self.models.stt, OpenAITranscriber):
+            rec.speech = {"stt": "openai", "base_url": self.models.stt.config.base_url,
+                          "model": self.models.stt.config.model}
         if self.agent_messages.dropped:
             rec.transport["agent_messages_dropped"] = self.agent_messages.dropped
         line = self.track.line

@@ -14,6 +14,7 @@ from callers.errors import ConfigError
 from callers.inputs import check_env_name, check_url, excerpt
 from callers.safe_yaml import load_yaml
 from callers.llm_brain import LLMConfig
+from callers.stt_openai import OpenAISTTConfig
 from callers.transport import Target
 from evaluation.llm_judge import JudgeConfig
 from evaluation.compare import RegressionConfig
@@ -294,7 +295,21 @@ class SpeechConfig(_Model):
     nothing: agent turns are still found (VAD) and timed, with empty text, for load, pacing
     and soak runs whose scenarios all have a `script:` (nothing has to understand the agent)."""
 
-    stt: Literal["local", "batched", "none"] = "local"
+    stt: Literal["local", "batched", "openai", "none"] = "local"
+    # stt: openai: an OpenAI-compatible /v1/audio/transcriptions service (speaches, vLLM's
+    # Whisper...): base_url, model, api_key_env (the variable's name; never the key), timeout_s
+    openai: OpenAISTTConfig | None = None
+
+    @model_validator(mode="after")
+    def _service_named(self) -> SpeechConfig:
+        if self.stt == "openai" and self.openai is None:
+            raise ValueError("stt: openai needs an openai: section (base_url, model, "
+                             "api_key_env)")
+        return self
+
+    def openai_dict(self) -> dict[str, Any] | None:
+        """The service section as plain data, for hosts (only with stt: openai)."""
+        return self.openai.model_dump() if self.stt == "openai" and self.openai else None
 
 
 class RunConfig(_Model):
@@ -423,6 +438,10 @@ def _check_personas(path: Path, config: RunConfig) -> None:
             except ConfigError as e:
                 raise ConfigError(f"{path}: {e}") from None
     check_speech(config, scenarios, str(path))
+    if config.speech.stt == "openai" and not os.environ.get(config.speech.openai.api_key_env):
+        raise ConfigError(f"{path}: speech.openai.api_key_env: environment variable "
+                          f"{config.speech.openai.api_key_env} (the API key for "
+                          f"{config.speech.openai.base_url}) is not set")
 
 
 def check_speech(config: RunConfig, scenarios: dict[str, Any], where: str) -> None:

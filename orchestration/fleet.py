@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -57,6 +58,7 @@ class HostPool:
     run_dir: str
     null_call_s: float | None
     stt: str = "local"  # the run config's speech.stt: "none" loads no Whisper
+    stt_openai: dict[str, Any] | None = None  # speech.openai, for stt: openai
     hosts: list[HostSlot] = field(default_factory=list)
     replaced: int = 0
 
@@ -64,7 +66,7 @@ class HostPool:
         remote = ray.remote(CallerHostImpl).options(
             num_cpus=1, max_concurrency=100_000, max_restarts=0, scheduling_strategy="SPREAD"
         )
-        return remote.remote(self.run_dir, self.null_call_s, self.stt)
+        return remote.remote(self.run_dir, self.null_call_s, self.stt, self.stt_openai)
 
     async def start(self, count: int) -> None:
         self.hosts = [HostSlot(self._new_actor()) for _ in range(count)]
@@ -158,7 +160,7 @@ class Fleet:
         self.stats = SchedulerStats()
         self.records: dict[str, dict[str, Any]] = {}
         self.pool = HostPool(str(store.run_dir.resolve()), config.fleet.null_call_s,
-                             stt=config.speech.stt)
+                             stt=config.speech.stt, stt_openai=config.speech.openai_dict())
         self.stop = asyncio.Event()
         judge = config.evaluation.judge  # asked here, in the driver: only it grades
         self.judge = LLMJudge(judge) if judge is not None else None
@@ -167,6 +169,8 @@ class Fleet:
         # A trace per call to an OTLP collector (None: tracing off, nothing imported).
         self.tracer = record_tracer(config.tracing)
         self._host_of: dict[str, str] = {}  # call_id -> host label, for live metrics
+        # Called once per stored record, after the store (orchestration/progress.py's tally).
+        self.observers: list[Callable[[dict[str, Any]], None]] = []
         if live is not None:
             live.track(self.stats)
 
@@ -256,6 +260,11 @@ class Fleet:
         self.store.append(record)
         if self.live is not None:
             self.live.observe(record, self._host_of.pop(record["call_id"], None))
+        for observe in self.observers:
+            try:
+                observe(record)
+            except Exception:  # a display's bug must not cost the run: the record is stored
+                log.exception("observing %s failed", record["call_id"])
 
 
 def _failed(spec: dict[str, Any], reason: str, detail: str) -> dict[str, Any]:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import resource
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -96,12 +97,14 @@ class CallerHostImpl:
     """Loads the speech models once; places calls given as plain dict specs."""
 
     def __init__(self, run_dir: str, null_call_s: float | None = None,
-                 stt: str = "local") -> None:
-        """stt: the run config's speech.stt ("none": no Whisper is loaded; script scenarios)."""
+                 stt: str = "local", stt_openai: dict[str, Any] | None = None) -> None:
+        """stt: the run config's speech.stt ("none": no Whisper is loaded; script scenarios;
+        "openai": stt_openai, its speech.openai section, says where the service is)."""
         restore_priority()
         self.run_dir = Path(run_dir)
         self.null_call_s = null_call_s
         self.stt = stt
+        self.stt_openai = stt_openai
         self.models: CallerModels | None = None
         self.personas: dict[str, Persona] = {}
         self.scenarios: dict[str, Scenario] = {}
@@ -119,7 +122,8 @@ class CallerHostImpl:
         if self.null_call_s is None:
             async with self._loading:
                 if self.models is None:
-                    self.models = await load_caller_models(stt=self.stt)
+                    self.models = await load_caller_models(stt=self.stt,
+                                                           openai=self.stt_openai)
         return {"pid": os.getpid(), "node": os.uname().nodename, "node_id": self.node_id}
 
     async def place(self, spec: dict[str, Any]) -> dict[str, Any]:
@@ -198,3 +202,23 @@ class CallerHostImpl:
             rss_pages = int(f.read().split()[1])
         return {"cpu_s": ru.ru_utime + ru.ru_stime,
                 "rss_mb": rss_pages * os.sysconf("SC_PAGE_SIZE") / 2**20, "active": self.active}
+
+    async def resources(self, by_type: bool = False) -> dict[str, Any]:
+        """usage(), and what a long-lived host must not accumulate call after call: open file
+        descriptors, asyncio tasks on this loop, Python and native threads, live Python
+        objects (benchmarks/soak.py); by_type: the objects counted per type name too."""
+        held: dict[str, Any] = {**await self.usage(), **held_resources()}
+        if by_type:
+            held["gc_objects_by_type"] = dict(Counter(type(o).__name__ for o in gc.get_objects()))
+        return held
+
+
+def held_resources() -> dict[str, int]:
+    """This process's open fds, its loop's asyncio tasks (the caller's own included), its
+    Python threads and native threads (Ray's, onnxruntime's too), gc-tracked objects."""
+    def count(path: str) -> int:
+        return len(os.listdir(path)) if os.path.isdir(path) else -1  # -1: no /proc here
+
+    return {"fds": count("/proc/self/fd"), "tasks": len(asyncio.all_tasks()),
+            "threads": threading.active_count(), "native_threads": count("/proc/self/task"),
+            "gc_objects": len(gc.get_objects())}
