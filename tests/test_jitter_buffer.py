@@ -88,3 +88,15 @@ async def test_a_sender_that_stalls_is_heard_late_after_a_few_packets():
     assert delay[59] == pytest.approx(0, abs=1e-6)
     assert all(d == pytest.approx(0.3, abs=1e-6) for d in delay[62:])
     feed.buffer.close()
+
+
+async def test_a_new_source_plays_what_was_held_and_starts_a_new_timeline():
+    feed = Feed()
+    for n in (0, 2):  # 1 missing: 2 is held
+        feed.send(n, 100 + n * 0.02)
+    feed.buffer.reset()  # the SSRC changed
+    assert [v for v, _ in feed.played] == [1, 0, 3]  # the gap filled, the held one played
+    feed.t = 105.0
+    feed.buffer.push(40_000, 7_000_000, np.full(160, 9, np.int16), 105.0)
+    assert feed.played[-1] == (9, pytest.approx(105.0))  # its own anchor, at once
+    feed.buffer.close()

@@ -64,9 +64,11 @@ class JitterBuffer:
     def push(self, sequence: int, timestamp: int, pcm8k: np.ndarray, arrival_s: float) -> None:
         seq = self._last_seq = _unwrap(sequence, self._last_seq, 16)
         ts = self._last_ts = _unwrap(timestamp, self._last_ts, 32)
-        if (self._next is not None and seq < self._next) or seq in self._held:
-            self.late += self._next is not None and seq < self._next
+        if self._next is not None and seq < self._next:
+            self.late += 1  # its place was played (or filled with silence) already
             return
+        if seq in self._held:
+            return  # a duplicate
         self._anchor(ts, arrival_s)
         if self._next is None:
             self._next = seq
@@ -76,6 +78,7 @@ class JitterBuffer:
     def reset(self) -> None:
         """A new source: play what is held, then start over."""
         self._drain(give_up=True)
+        self.close()
         self.__init__(self.play, self.rate, self.hold_s, self.now)
 
     def close(self) -> None:
