@@ -97,6 +97,8 @@ class BatchedTranscriber:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            if not self._queue:  # woken by a request that joined the batch just taken
+                continue
             # the first request waits up to the window for others to join it
             deadline = self._queue[0].queued + self.window_s
             while len(self._queue) < self.max_batch and time.perf_counter() < deadline:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from callers.audio import STT_RATE, resample
+from callers.stt import Transcript
 from callers.stt_batch import BatchedTranscriber
 
 LINES = ["What is your first name?", "I have your last name as Smith.",
@@ -66,5 +67,25 @@ async def test_a_failed_batch_fails_every_request_in_it(clips, monkeypatch):
         got = await asyncio.gather(*(stt.transcribe(c) for c in clips[:2]),
                                    return_exceptions=True)
         assert [str(e) for e in got] == ["decoder gone", "decoder gone"]
+    finally:
+        stt.close()
+
+
+async def test_requests_that_join_a_gathering_batch_leave_the_batcher_alive(clips, monkeypatch):
+    stt = BatchedTranscriber(window_ms=50)
+    decoded: list[int] = []
+
+    def decode(items):  # the batcher's bookkeeping is what is tested here, not Whisper
+        decoded.append(len(items))
+        return [Transcript("ok", 0.0) for _ in items]
+
+    monkeypatch.setattr(stt, "decode_batch", decode)
+    try:
+        first = asyncio.ensure_future(stt.transcribe(clips[0]))
+        await asyncio.sleep(0.01)
+        second = asyncio.ensure_future(stt.transcribe(clips[1]))  # joins inside the window
+        assert [t.text for t in await asyncio.gather(first, second)] == ["ok", "ok"]
+        later = await asyncio.wait_for(stt.transcribe(clips[2]), 2.0)  # still answered
+        assert later.text == "ok" and decoded == [2, 1]
     finally:
         stt.close()
