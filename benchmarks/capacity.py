@@ -1,86 +1,251 @@
-"""Capacity: full callers (WebRTC + VAD + STT + TTS + scripted brain) on ONE CallerHost against
-the reference agent on the same machine. For each concurrency level, the generator's pacing
-lateness p99, and the host's CPU and memory per caller. Writes benchmarks/results/capacity.json.
+"""Capacity of the CALLERS, per caller STT backend: full callers (WebRTC + VAD + STT + TTS +
+scripted brain) on ONE CallerHost pinned to core 0, against a lean reference agent (`--lean`:
+no Whisper, pre-rendered prompts) pinned to core 1, so the agent is not what gives way.
 
-    .venv/bin/python benchmarks/capacity.py [LEVEL ...]      (default levels: 2 4 6 8)
+Per concurrency level: calls completed, the worst call's outgoing pacing p99 and loop lag p99,
+the reply-late rate (caller replies that missed their planned time, as in summary.json), the
+response latency p50, the host's CPU (cores busy, % of a core per caller) and memory per caller,
+the agent's CPU over the level (cores busy: it had room or not), and each core's busy share
+(what else ran there). A level sustains when every call completed, pacing p99 <= 20 ms and the
+reply-late rate <= 5 %. Writes this backend's entry of benchmarks/results/capacity.json (the
+other backends' entries are kept).
+
+    .venv/bin/python benchmarks/capacity.py --stt local|batched [LEVEL ...]
+        (default levels: local 2 4 6 8; batched 4 8 12 16)
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
-import sys
+import os
+import subprocess
 import tempfile
+import time
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
 import ray
 
+from evaluation.summary import summarize
 from orchestration.config import RunConfig
 from orchestration.fleet import start_ray
-from orchestration.local_agent import reference_agent
-from one_host import run_on_one_host
-from results_file import write_result
+from orchestration.local_agent import reference_agent_process
+from one_host import pin_process, run_on_one_host
+from results_file import RESULTS, write_result
 
 PERSONAS = {"cooperative-john": 1, "hesitant-maria": 1, "corrector-david": 1}
+HOST_CORE, AGENT_CORE = 0, 1
+PACING_LIMIT_MS = 20.0
+REPLY_LATE_LIMIT = 0.05
+DEFAULT_LEVELS = {"local": [2, 4, 6, 8], "batched": [4, 8, 12, 16]}
+TICK = os.sysconf("SC_CLK_TCK")
 
 
-async def measure(level: int, base_url: str, run_dir: Path) -> dict:
+def process_cpu_s(pid: int) -> float:
+    """utime + stime of process pid (all its threads), seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK  # fields 14 and 15 of proc(5)
+
+
+def core_times() -> dict[int, tuple[int, int]]:
+    """Per core: (busy, total) jiffies from /proc/stat (idle and iowait are not busy)."""
+    out = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            name, *vals = line.split()
+            if name.startswith("cpu") and name != "cpu":
+                v = [int(x) for x in vals]
+                out[int(name[3:])] = (sum(v[:8]) - v[3] - v[4], sum(v[:8]))
+    return out
+
+
+def other_benchmarks() -> list[str]:
+    """Other benchmark processes running now (their load shares these cores)."""
+    found = subprocess.run(["pgrep", "-af", "benchmarks/"], capture_output=True, text=True).stdout
+    me = str(os.getpid())
+    return [cmd for pid, _, cmd in (line.partition(" ") for line in found.splitlines())
+            if pid != me and "capacity.py" not in cmd and not cmd.startswith("timeout ")]
+
+
+def stage_ms(records: list[dict]) -> dict[str, dict]:
+    """Per caller stage (stt, brain, tts): how many, median and p90 wall ms, seconds per call."""
+    spans: dict[str, list[float]] = defaultdict(list)
+    for r in records:
+        for s in r.get("stages") or ():
+            spans[s["stage"]].append(s["end_ms"] - s["start_ms"])
+    return {name: {"n": len(v), "p50_ms": round(float(np.percentile(v, 50)), 1),
+                   "p90_ms": round(float(np.percentile(v, 90)), 1),
+                   "s_per_call": round(sum(v) / 1000 / max(1, len(records)), 2)}
+            for name, v in sorted(spans.items())}
+
+
+async def measure(level: int, stt: str, base_url: str, agent_pid: int, run_dir: Path) -> dict:
     config = RunConfig.model_validate({
+        "name": f"capacity-{stt}-{level}",
         "target": {"url": "reference"}, "personas": PERSONAS,
         "load": {"total_calls": level, "max_concurrency": level, "calls_per_second": 4},
         "fleet": {"hosts": 1},
+        "speech": {"stt": stt},
     })
-    run = await run_on_one_host(config, base_url, run_dir)
+    others = other_benchmarks()
+    agent0, cores0, t0 = process_cpu_s(agent_pid), core_times(), time.monotonic()
+    run = await run_on_one_host(config, base_url, run_dir, pin_cores={HOST_CORE})
+    agent1, cores1, t1 = process_cpu_s(agent_pid), core_times(), time.monotonic()
+    others += [o for o in other_benchmarks() if o not in others]
     records, busy_cores = run["records"], run["busy_cores"]
     idle, peak = run["rss_mb_idle"], run["rss_mb_peak"]
     pacing = [r["generator"].get("pacing_late_ms_p99") or 0.0 for r in records]
     lag = [r["generator"].get("loop_lag_ms_p99") or 0.0 for r in records]
-    return {
+    generator = summarize(records, run_id=config.name, target=base_url)["generator"]
+    backends = sorted({(r.get("speech") or {}).get("stt", "?") for r in records})
+    result = {
         "concurrent_callers": level,
         "completed": sum(r["status"] == "completed" for r in records),
-        "pacing_late_ms_p99_worst_call": round(max(pacing), 2),
-        "loop_lag_ms_p99_worst_call": round(max(lag), 2),
+        "status": dict(Counter(r["status"] for r in records)),
+        "failure_reasons": dict(Counter(r["failure_reason"] for r in records
+                                        if r.get("failure_reason"))),
+        "pacing_late_ms_p99_worst_call": round(max(pacing, default=0.0), 2),
+        "pacing_late_ms_p99_median_call": round(float(np.median(pacing)), 2) if pacing else None,
+        "loop_lag_ms_p99_worst_call": round(max(lag, default=0.0), 2),
+        "reply_late_rate": generator["reply_late_rate"],
+        "replies": generator["replies"],
         "latency_ms_p50": _pct([v for r in records for v in
                                (r.get("metrics") or {}).get("response_latency_ms", [])], 50),
-        "host_rss_mb_idle": round(idle, 1),
-        "host_rss_mb_peak": round(peak, 1),
-        "wall_s": round(run["wall_s"], 1),
         "host_cpu_cores_busy": round(busy_cores, 3),
         "cpu_pct_of_core_per_caller": round(100 * busy_cores / level, 1),
+        "host_rss_mb_idle": round(idle, 1),
+        "host_rss_mb_peak": round(peak, 1),
         "rss_mb_per_caller": round((peak - idle) / level, 1),
+        "agent_cpu_cores_busy": round((agent1 - agent0) / (t1 - t0), 3),
+        # each core's busy share over the level, whoever ran there (the host is pinned to
+        # core 0, the agent to core 1; Ray's own processes, the driver and others float)
+        "core_busy": {f"core{c}": round((cores1[c][0] - cores0[c][0])
+                                        / max(1, cores1[c][1] - cores0[c][1]), 3)
+                      for c in sorted(cores1)},
+        "stages": stage_ms(records),
+        "tts_cache_hit_rate": generator["tts_cache"]["hit_rate"],
+        "stt_in_records": backends,
+        "host_threads_repinned": run.get("host_threads_repinned"),
+        "wall_s": round(run["wall_s"], 1),
+        "other_benchmarks_running": others,
     }
+    result["sustains"] = (result["completed"] == level
+                          and result["pacing_late_ms_p99_worst_call"] <= PACING_LIMIT_MS
+                          and (result["reply_late_rate"] or 0.0) <= REPLY_LATE_LIMIT)
+    return result
 
 
 def _pct(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 1) if values else None
 
 
-async def run_levels(levels: list[int], base_url: str) -> list[dict]:
+async def run_levels(levels: list[int], stt: str, agent_nice: int,
+                     runs_dir: Path | None) -> tuple[list[dict], dict]:
     results = []
-    for level in levels:
-        with tempfile.TemporaryDirectory() as tmp:
-            result = await measure(level, base_url, Path(tmp))
-        print(json.dumps(result), flush=True)
-        results.append(result)
-    return results
+    with reference_agent_process("--lean") as (agent, base_url):
+        pin_process(agent.pid, {AGENT_CORE})
+        for tid in os.listdir(f"/proc/{agent.pid}/task"):
+            os.setpriority(os.PRIO_PROCESS, int(tid), agent_nice)
+        for level in levels:
+            if runs_dir is not None:  # kept: records and recordings to look into
+                run_dir = runs_dir / f"{stt}-{level}"
+                run_dir.mkdir(parents=True, exist_ok=True)
+                result = await measure(level, stt, base_url, agent.pid, run_dir)
+            else:
+                with tempfile.TemporaryDirectory() as tmp:
+                    result = await measure(level, stt, base_url, agent.pid, Path(tmp))
+            result["agent_threads_repinned"] = pin_process(agent.pid, {AGENT_CORE})
+            print(json.dumps(result), flush=True)
+            results.append(result)
+    return results, {"pid": agent.pid, "core": AGENT_CORE, "nice": agent_nice}
+
+
+COLUMNS = [  # (header, key, format)
+    ("callers", "concurrent_callers", "{}"), ("done", "completed", "{}"),
+    ("pace p99", "pacing_late_ms_p99_worst_call", "{:.1f}"),
+    ("lag p99", "loop_lag_ms_p99_worst_call", "{:.1f}"),
+    ("late", "reply_late_rate", "{:.1%}"), ("lat p50", "latency_ms_p50", "{:.0f}"),
+    ("host cores", "host_cpu_cores_busy", "{:.2f}"),
+    ("%core/caller", "cpu_pct_of_core_per_caller", "{:.1f}"),
+    ("MB/caller", "rss_mb_per_caller", "{:.1f}"),
+    ("agent cores", "agent_cpu_cores_busy", "{:.2f}"), ("sustains", "sustains", "{}"),
+]
+
+
+def table(results: list[dict]) -> str:
+    def cell(fmt: str, value) -> str:
+        return "-" if value is None else fmt.format(value)
+
+    rows = [[h for h, _, _ in COLUMNS]] + [[cell(f, r.get(k)) for _, k, f in COLUMNS]
+                                           for r in results]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    return "\n".join("  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in rows)
+
+
+def merged(stt: str, entry: dict) -> dict:
+    """capacity.json with this backend's entry replaced (the others kept); a file in the old
+    layout (one backend, top-level "levels") is replaced."""
+    path = RESULTS / "capacity.json"
+    try:
+        old = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        old = {}
+    backends = dict(old.get("backends") or {})
+    backends[stt] = entry
+    return {
+        "about": ("full callers (WebRTC + VAD + STT + TTS + scripted brain) on one CallerHost "
+                  "pinned to core 0, against a lean reference agent (--lean: no Whisper, "
+                  "pre-rendered prompts) pinned to core 1; per caller STT backend "
+                  "(speech: {stt: ...}). A level sustains when every call completed, the worst "
+                  f"call's pacing p99 <= {PACING_LIMIT_MS:g} ms and the reply-late rate <= "
+                  f"{REPLY_LATE_LIMIT:.0%}."),
+        "callers_per_core_sustained": {name: b["callers_per_core_sustained"]
+                                       for name, b in sorted(backends.items())},
+        "backends": dict(sorted(backends.items())),
+    }
 
 
 def main() -> None:
-    levels = [int(a) for a in sys.argv[1:]] or [2, 4, 6, 8]
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("levels", nargs="*", type=int, help="concurrent callers per level")
+    parser.add_argument("--stt", choices=["local", "batched"], default="local",
+                        help="the callers' speech.stt")
+    parser.add_argument("--agent-nice", type=int, default=0,
+                        help="niceness of the agent process (pinned to its own core anyway)")
+    parser.add_argument("--note", default="", help="added to this backend's notes")
+    parser.add_argument("--runs-dir", type=Path,
+                        help="keep each level's run directory under this one")
+    args = parser.parse_args()
+    levels = args.levels or DEFAULT_LEVELS[args.stt]
+    if len(os.sched_getaffinity(0)) < 2:
+        raise SystemExit("capacity.py needs 2 cores: the host on core 0, the agent on core 1")
     start_ray()
-    with reference_agent() as base_url:
-        results = asyncio.run(run_levels(levels, base_url))
+    results, agent = asyncio.run(run_levels(levels, args.stt, args.agent_nice, args.runs_dir))
     ray.shutdown()
-    sustained = [r["concurrent_callers"] for r in results
-                 if r["pacing_late_ms_p99_worst_call"] <= 20 and r["completed"] == r[
-                     "concurrent_callers"]]
-    out = {
+    print(f"\nstt {args.stt}:\n{table(results)}\n", flush=True)
+    sustained = [r["concurrent_callers"] for r in results if r["sustains"]]
+    others = sorted({o for r in results for o in r["other_benchmarks_running"]})
+    notes = [n for n in [args.note] if n]
+    if others:
+        notes.append("other benchmarks ran during this measurement (their load shares the "
+                     "cores; see each level's core_busy): " + "; ".join(others))
+    entry = {
+        "command": f"benchmarks/capacity.py --stt {args.stt} "
+                   f"{' '.join(map(str, levels))}"
+                   + (f" --agent-nice {args.agent_nice}" if args.agent_nice else ""),
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "stt": args.stt,
+        "host_core": HOST_CORE,
+        "agent": {"kind": "lean", **{k: v for k, v in agent.items() if k != "pid"}},
         "levels": results,
         "callers_per_core_sustained": max(sustained, default=0),
-        "note": "one CallerHost (one core); the reference agent runs on the other core",
+        "notes": notes,
     }
-    write_result("capacity", out)
+    write_result("capacity", merged(args.stt, entry))
 
 
 if __name__ == "__main__":
