@@ -106,11 +106,14 @@ class Agent:
 
 
 @contextlib.asynccontextmanager
-async def lean_agent(tmp: Path, *args: str):
+async def lean_agent(tmp: Path, *args: str, lean: bool = True):
+    """A reference agent child process: lean (no Whisper), or full (lean=False: it hears the
+    caller with Whisper, so its understanding can be graded)."""
     log = tmp / f"agent-{free_port()}.stderr"
     with log.open("w") as err:
         proc = await asyncio.create_subprocess_exec(
-            *cli("agent", "--host", LOOPBACK, "--port", "0", "--lean", *args),
+            *cli("agent", "--host", LOOPBACK, "--port", "0", *(("--lean",) if lean else ()),
+                 *args),
             stdout=asyncio.subprocess.PIPE, stderr=err, env=child_env(), cwd=ROOT)
     url = None
     try:
@@ -151,10 +154,10 @@ def median(values: list[float]) -> float | None:
 class Caller:
     """One CallerHostImpl in this process (Piper loaded once, no Whisper, no Ray)."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, stt: str = "none") -> None:
         from orchestration.host import CallerHostImpl
 
-        self.host = CallerHostImpl(str(run_dir), stt="none")
+        self.host = CallerHostImpl(str(run_dir), stt=stt)
         # Calls start together once every agent is up: an agent still rendering its prompts
         # (Piper, at start-up) would steal the cores from calls being timed.
         self.barrier: asyncio.Barrier | None = None
@@ -169,22 +172,24 @@ class Caller:
         if self.barrier is not None:
             asyncio.ensure_future(self.barrier.abort())
 
-    async def call(self, target_url: str, call_id: str) -> dict[str, Any]:
-        spec = {"call_id": call_id, "persona": PERSONA, "scenario": SCENARIO, "seed": SEED,
+    async def call(self, target_url: str, call_id: str,
+                   scenario: str | None = None) -> dict[str, Any]:
+        spec = {"call_id": call_id, "persona": PERSONA, "scenario": scenario or SCENARIO,
+                "seed": SEED,
                 "target": {"url": target_url, "transport": "sip", "codec": "pcmu"},
                 "max_call_s": CALL_LIMIT_S, "audio": False, "audio_quality": False}
         record = await self.host.place(spec)
         return score_call(record)
 
 
-async def call_through_relay(caller: Caller, tmp: Path, name: str,
-                             impairment: Impairment) -> dict[str, Any]:
+async def call_through_relay(caller: Caller, tmp: Path, name: str, impairment: Impairment,
+                             lean: bool = True, scenario: str | None = None) -> dict[str, Any]:
     """One real SIP call whose RTP (both ways) crosses a relay with this impairment; the
     relay starts just before the INVITE, so its clock (blackhole times) is the call's."""
     agent_rtp, relay_port = free_port(), free_port()
     try:
         agent_cm = lean_agent(tmp, "--sip-rtp-port", str(agent_rtp),
-                              "--sip-rtp-advertise", f"{LOOPBACK}:{relay_port}")
+                              "--sip-rtp-advertise", f"{LOOPBACK}:{relay_port}", lean=lean)
         agent = await agent_cm.__aenter__()
     except BaseException:
         caller.broken()
@@ -196,7 +201,8 @@ async def call_through_relay(caller: Caller, tmp: Path, name: str,
                                   impairment)
         relay_t0 = time.time()
         try:
-            record = await caller.call(f"sip:card_dispute@{LOOPBACK}:{agent.port}", name)
+            record = await caller.call(f"sip:card_dispute@{LOOPBACK}:{agent.port}", name,
+                                       scenario)
         finally:
             await asyncio.sleep(0.3)  # what was in flight in the relay lands
             await relay.close()
@@ -315,6 +321,48 @@ async def fault_blackhole(caller: Caller, tmp: Path, start_s: float = 8.0,
         "outcome": f"{record['status']} ({record['failure_reason']}) "
                    f"{ended_after_cut_s:g} s after the cut",
         "passed": ok,
+    }
+
+
+async def fault_understanding(tmp: Path, loss_pct: float = 10.0) -> dict[str, Any]:
+    """Does the summary put misunderstandings down to the network? Two full calls at once (the
+    agent hears with Whisper, the caller decides its replies from what it hears), one clean
+    and one with loss_pct both ways, then the run summary's network attribution."""
+    from evaluation.summary import summarize
+
+    caller = Caller(tmp / "understanding", stt="local")
+    (tmp / "understanding").mkdir()
+    await caller.host.ready()
+    caller.barrier = asyncio.Barrier(2)
+    clean, lossy = await asyncio.gather(*(
+        call_through_relay(caller, tmp, name, Impairment(loss_pct=pct, seed=SEED), lean=False,
+                           scenario="card-dispute")
+        for name, pct in (("understanding-clean", 0.0), (f"understanding-loss-{loss_pct:g}",
+                                                          loss_pct))))
+    records = [clean["record"], lossy["record"]]
+    attribution = summarize(records, run_id="faults", target="sip")["understanding"][
+        "network_attribution"]
+
+    def graded(record: dict[str, Any]) -> dict[str, Any]:
+        u = record.get("understanding") or {}
+        return {"status": record["status"], "failure_reason": record["failure_reason"],
+                "packet_loss_pct": (record.get("network") or {}).get("packet_loss_pct"),
+                "correct": u.get("correct"), "understood": u.get("understood")}
+
+    lossy_wrong = attribution["lossy"]["facts_wrong_rate"] or 0.0
+    clean_wrong = attribution["clean"]["facts_wrong_rate"] or 0.0
+    consistent = (attribution["lossy"]["calls"] == 1
+                  and bool(attribution["attributed"]) == (lossy_wrong > clean_wrong))
+    return {
+        "fault": "understanding_loss",
+        "injected": f"{loss_pct:g} % random loss both ways on a full SIP call (the agent hears "
+                    "with Whisper), a clean twin at once",
+        "measured": {"clean": graded(clean["record"]), "lossy": graded(lossy["record"]),
+                     "attribution": attribution},
+        "expectation": "the summary's network attribution names the lossy call, and blames the "
+                       "network exactly when it got more facts wrong than the clean one",
+        "outcome": attribution["verdict"],
+        "passed": consistent,
     }
 
 
@@ -590,7 +638,7 @@ async def fault_host_killed(tmp: Path, calls: int = 6, concurrency: int = 3) -> 
 NETWORK = ("loss_1", "loss_5", "loss_10", "delay", "blackhole")
 PROCESS = ("agent_killed_sip", "agent_killed_pcm-ws", "driver_SIGINT", "driver_SIGTERM",
            "driver_SIGINT_group")
-OPTIONAL = ("host_killed",)
+OPTIONAL = ("host_killed", "understanding_loss")
 
 
 async def guarded(name: str, coro, timeout_s: float) -> dict[str, Any]:
@@ -624,7 +672,8 @@ async def run_process(names: list[str], tmp: Path) -> list[dict[str, Any]]:
               "driver_SIGINT": lambda: fault_driver_signal(tmp, signal.SIGINT),
               "driver_SIGTERM": lambda: fault_driver_signal(tmp, signal.SIGTERM),
               "driver_SIGINT_group": lambda: fault_driver_signal(tmp, signal.SIGINT, group=True),
-              "host_killed": lambda: fault_host_killed(tmp)}
+              "host_killed": lambda: fault_host_killed(tmp),
+              "understanding_loss": lambda: fault_understanding(tmp)}
     return list(await asyncio.gather(*(guarded(n, makers[n](), 2 * RUN_LIMIT_S)
                                        for n in names)))
 
@@ -654,6 +703,10 @@ def brief(result: dict[str, Any]) -> str:
         return (f"{m.get('recorded')} records/{m.get('unique_call_ids')} ids; in-flight "
                 f"{m.get('in_flight_reasons')}; later fail in {m.get('later_calls_time_to_fail_s')}"
                 f" s; gates {m.get('gates')}")
+    if f == "understanding_loss":
+        c, lo = m.get("clean") or {}, m.get("lossy") or {}
+        return (f"clean: correct {c.get('correct')}; lossy ({lo.get('packet_loss_pct')} % "
+                f"loss): correct {lo.get('correct')}")
     if f.startswith("driver"):
         rep = m.get("report") or {}
         return (f"exit {m.get('exit_code')}, partial {m.get('summary_partial')}, "
@@ -676,15 +729,28 @@ def table(results: list[dict[str, Any]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", nargs="+", choices=[*NETWORK, *PROCESS, *OPTIONAL],
-                        default=None, help="these faults only (default: all but host_killed)")
+                        default=None, help="these faults only, merged into the results file (default: all but the optional ones)")
     parser.add_argument("--with-host-kill", action="store_true",
                         help="also kill a CallerHost actor mid-run (in-process Ray)")
+    parser.add_argument("--with-understanding", action="store_true",
+                        help="also grade understanding on a full call at 10 %% loss (Whisper)")
     args = parser.parse_args()
-    chosen = args.only or [*NETWORK, *PROCESS, *(OPTIONAL if args.with_host_kill else ())]
+    chosen = args.only or [*NETWORK, *PROCESS,
+                           *(("host_killed",) if args.with_host_kill else ()),
+                           *(("understanding_loss",) if args.with_understanding else ())]
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="callfleet-faults-") as tmp:
         results = asyncio.run(run_network([n for n in chosen if n in NETWORK], Path(tmp)))
         results += asyncio.run(run_process([n for n in chosen if n not in NETWORK], Path(tmp)))
+    flags = " ".join(f for f, on in (("--with-host-kill", args.with_host_kill),
+                                       ("--with-understanding", args.with_understanding)) if on)
+    command = f"benchmarks/faults.py {flags}".strip()
+    if args.only:  # the other faults' last results stay
+        previous = ROOT / "benchmarks" / "results" / "faults.json"
+        old = json.loads(previous.read_text()) if previous.exists() else {}
+        results = [r for r in old.get("faults", []) if r["fault"] not in chosen] + results
+        command = f"{old.get('command', '')}; then benchmarks/faults.py --only " \
+                  f"{' '.join(args.only)}".lstrip("; ")
     print(table(results))
     from results_file import write_result
 
@@ -692,8 +758,7 @@ def main() -> None:
         "about": "faults injected into real calls against lean reference agents on 127.0.0.1 "
                  "(UDP impairment relay for SIP media; killed processes; signals), and what "
                  "callfleet recorded",
-        "command": "benchmarks/faults.py" + (f" --only {' '.join(args.only)}" if args.only
-                                             else ""),
+        "command": command,
         "wall_s": round(time.monotonic() - began, 1),
         "faults": results,
         "table": table(results),
