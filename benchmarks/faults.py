@@ -261,6 +261,9 @@ async def fault_delay(caller: Caller, tmp: Path, delay_ms: float = 100.0,
     n_med = median(n["response_latency_ms"] or [])
     c_med, s_med = median(c["response_latency_ms"] or []), median(s["response_latency_ms"] or [])
     rise = None if c_med is None or s_med is None else round(s_med - c_med, 1)
+    # The same script turn by turn: each turn's rise, so one odd turn moves no median alone.
+    pairs = list(zip(c["response_latency_ms"] or [], s["response_latency_ms"] or []))
+    rise_paired = median([d - c_ for c_, d in pairs])
     expected_rise = 2 * delay_ms
     # RFC 3550 jitter of a uniform +-J delay: E|U1 - U2| = 2J/3
     expected_jitter = 2 * jitter_ms / 3
@@ -273,6 +276,7 @@ async def fault_delay(caller: Caller, tmp: Path, delay_ms: float = 100.0,
                     "clean twin through an unimpaired relay",
         "measured": {"clean": c, "delayed": s, "median_latency_clean_ms": c_med,
                      "median_latency_delayed_ms": s_med, "rise_ms": rise,
+                     "rise_paired_ms": rise_paired,
                      "jitter_ms_clean": c["jitter_ms"], "jitter_ms_delayed": s["jitter_ms"],
                      "late_packets_delayed": s["rtp_late"],
                      "no_jitter": n, "median_latency_no_jitter_ms": n_med,
