@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from callers.audio import STT_RATE
 from callers.stt import Transcriber, Transcript
 
-STT_RATE = 16_000
 PAD_S = 0.5  # silence after the longest segment: Whisper needs some to end its last word
 # Below ~10 s Whisper tiny.en loops on short segments (measured: 64 % WER at 2-8 s windows
 # against 16 % at 30 s; 16 % again at 10 s, a third of the cost).

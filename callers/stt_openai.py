@@ -20,11 +20,11 @@ import numpy as np
 import openai
 from pydantic import Field
 
+from callers.audio import STT_RATE
 from callers.errors import CallFailed, ConfigError
 from callers.llm_brain import LLMConfig, describe_error, retryable
 from callers.stt import Transcript
 
-STT_RATE = 16_000
 ATTEMPTS = 2
 
 

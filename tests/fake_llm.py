@@ -56,20 +56,28 @@ class FakeLLM:
 
 
 @contextlib.asynccontextmanager
+async def loopback_v1(app: web.Application, shutdown_timeout: float = 1.0):
+    """Serve app on a free 127.0.0.1 port for the block; yields its /v1 base URL."""
+    runner = web.AppRunner(app, shutdown_timeout=shutdown_timeout)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/v1"
+    finally:
+        await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
 async def serving(fake: FakeLLM):
     """Serve fake on a free 127.0.0.1 port (fake.url is its /v1 base) for the block."""
     app = web.Application()
     app.router.add_post("/v1/chat/completions", fake.handle)
-    runner = web.AppRunner(app, shutdown_timeout=1.0)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    fake.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/v1"
-    try:
-        yield fake
-    finally:
-        fake.stop.set()
-        await runner.cleanup()
+    async with loopback_v1(app) as fake.url:
+        try:
+            yield fake
+        finally:
+            fake.stop.set()
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import io
+import json
 import time
 import wave
 
@@ -19,6 +19,7 @@ from callers.audio import STT_RATE, resample
 from callers.errors import CallFailed, ConfigError
 from callers.stt import Transcriber
 from callers.stt_openai import OpenAISTTConfig, OpenAITranscriber
+from tests.fake_llm import loopback_v1
 
 KEY_ENV = "CALLFLEET_TEST_STT_KEY"
 KEY = "sk-stt-canary-3b1f"
@@ -55,15 +56,8 @@ class SpeechService:
 async def serving(service: SpeechService):
     app = web.Application(client_max_size=16 * 1024 * 1024)
     app.router.add_post("/v1/audio/transcriptions", service.handle)
-    runner = web.AppRunner(app, shutdown_timeout=0.5)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    service.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/v1"
-    try:
+    async with loopback_v1(app, shutdown_timeout=0.5) as service.url:
         yield service
-    finally:
-        await runner.cleanup()
 
 
 @pytest.fixture(scope="module")

@@ -58,6 +58,7 @@ class JitterBuffer:
         self._last_ts: int | None = None
         self._end_ts: int | None = None  # where the audio played so far ends
         self._transits: deque[float] = deque(maxlen=ANCHOR_PACKETS)
+        self._median = 0.0  # of _transits: the stream's anchor on our clock
         self._off = 0
         self._timer: asyncio.TimerHandle | None = None
 
@@ -89,7 +90,7 @@ class JitterBuffer:
 
     def _anchor(self, ts: int, arrival_s: float) -> None:
         transit = arrival_s - ts / self.rate
-        if self._transits and abs(transit - statistics.median(self._transits)) > self.hold_s:
+        if self._transits and abs(transit - self._median) > self.hold_s:
             self._off += 1
             if self._off >= REANCHOR_AFTER:
                 self._transits.clear()
@@ -97,9 +98,10 @@ class JitterBuffer:
         else:
             self._off = 0
         self._transits.append(transit)
+        self._median = statistics.median(self._transits)  # once a packet, not per stamp
 
     def _stamp(self, ts: int) -> float:
-        return ts / self.rate + statistics.median(self._transits)
+        return ts / self.rate + self._median
 
     def _drain(self, give_up: bool = False) -> None:
         while self._held:
