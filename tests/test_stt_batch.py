@@ -12,6 +12,7 @@ import pytest
 from callers.audio import STT_RATE, resample
 from callers.stt import Transcript
 from callers.stt_batch import BatchedTranscriber
+from evaluation.agent_reports import word_error_rate, words as eval_words
 
 LINES = ["What is your first name?", "I have your last name as Smith.",
          "What amount of money is this about?", "Is there anything else I can help you with?"]
@@ -39,8 +40,10 @@ def test_a_batch_says_what_one_at_a_time_says_and_never_loops(stt, clips):
     batched = [t.text for t in stt.decode_batch([(c, None) for c in clips])]
     for line, alone, text in zip(LINES, (stt.alone.transcribe_sync(c).text for c in clips),
                                  batched, strict=True):
-        assert words(text) == words(alone) or len(set(words(text)) ^ set(words(alone))) <= 1, (
-            line, alone, text)
+        # Piper is unseeded, so a near-homophone ("as"/"is") may flip between decodes: one
+        # word edit is allowed, the batch must not drop or invent more
+        edits = word_error_rate(alone, text) * len(eval_words(alone))
+        assert round(edits) <= 1, (line, alone, text)
         assert len(words(text)) <= len(words(line)) + 1, text  # no segment said twice
 
 
