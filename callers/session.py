@@ -22,6 +22,7 @@ from callers.persona import Persona
 from callers.record import CallRecord, StageTiming, TimelineEvent, Turn
 from callers.scenario import CallFacts, ScriptTurn
 from callers.script import ScriptBrain, brain_for, wav_utterance
+from callers.serve_speech import ServeSynthesizer, ServeTranscriber
 from callers.stt import SpeechToText, Transcriber, warm_up
 from callers.stt_batch import BatchedTranscriber
 from callers.stt_openai import OpenAISTTConfig, OpenAITranscriber
@@ -45,8 +46,9 @@ class CallerModels:
     # None: the agent's speech is not transcribed (run config `speech: {stt: none}`): its
     # turns are found and timed, with empty text, and only a script can answer them.
     stt: SpeechToText | None  # Transcriber, or BatchedTranscriber (`speech: {stt: batched}`)
-    # The bundled Piper voice, or the service of `speech: {tts: openai}` (OpenAISynthesizer),
-    # which then speaks every caller; either also speaks the babble of noise beds.
+    # The bundled Piper voice, or the service of `speech: {tts: openai}` (OpenAISynthesizer) or
+    # `{tts: serve}` (ServeSynthesizer), which then speaks every caller; any of them also
+    # speaks the babble of noise beds.
     tts: TextToSpeech
     voices: dict[str, TextToSpeech] = field(default_factory=dict)  # other Piper models by path
     tts_cache: TTSCache = field(default_factory=TTSCache)  # every voice's phrases, 64 MB
@@ -56,7 +58,7 @@ class CallerModels:
     async def voice(self, model: str | None) -> TextToSpeech:
         """The synthesizer for a persona's voice model, loaded once per process. A TTS service
         speaks every persona in its configured voice: a Piper model path means nothing to it."""
-        if model is None or isinstance(self.tts, OpenAISynthesizer):
+        if model is None or isinstance(self.tts, OpenAISynthesizer | ServeSynthesizer):
             return self.tts
         if model not in self.voices:
             self.voices[model] = await asyncio.to_thread(Synthesizer, model)
@@ -67,20 +69,31 @@ class CallerModels:
         return CachedSynthesizer(await self.voice(model), self.tts_cache)
 
 
-async def load_caller_models(stt: Literal["local", "batched", "openai", "none"] = "local",
-                             openai: dict[str, Any] | None = None,
-                             tts: Literal["piper", "openai"] = "piper",
-                             openai_tts: dict[str, Any] | None = None) -> CallerModels:
+async def load_caller_models(
+        stt: Literal["local", "batched", "openai", "serve", "none"] = "local",
+        openai: dict[str, Any] | None = None, tts: Literal["piper", "openai", "serve"] = "piper",
+        openai_tts: dict[str, Any] | None = None,
+        serve: dict[str, dict[str, Any]] | None = None) -> CallerModels:
     """Load Whisper and Piper once per process, off the event loop, and warm them up.
     stt batched: the process's calls share micro-batched decodes (callers.stt_batch);
     stt openai: an OpenAI-compatible service transcribes (openai: its speech.openai section);
     stt none: no Whisper is loaded (the calls transcribe nothing);
     tts openai: an OpenAI-compatible service speaks (openai_tts: its speech.openai_tts
-    section); no Piper is loaded. Services are not asked here: a call that cannot reach one
-    fails with its reason (stt_unavailable, tts_unavailable)."""
-    # Made first: a missing key fails before the slow loads.
-    heard = OpenAITranscriber(OpenAISTTConfig(**openai)) if stt == "openai" else None
-    spoken = OpenAISynthesizer(OpenAITTSConfig(**openai_tts)) if tts == "openai" else None
+    section); no Piper is loaded. stt / tts serve: the run's Ray Serve deployment does it
+    (serve: side -> how to reach it, from orchestration.speech_service); nothing is loaded for
+    that side. Services are not asked here (a Serve deployment is only looked up): a call
+    that cannot reach one fails with its reason (stt_unavailable, tts_unavailable)."""
+    # Made first: a missing key or app fails before the slow loads.
+    heard: SpeechToText | None = None
+    spoken: TextToSpeech | None = None
+    if stt == "openai":
+        heard = OpenAITranscriber(OpenAISTTConfig(**openai))
+    elif stt == "serve":  # looking the deployment up asks Serve's controller: off the loop
+        heard = await asyncio.to_thread(ServeTranscriber, (serve or {})["stt"])
+    if tts == "openai":
+        spoken = OpenAISynthesizer(OpenAITTSConfig(**openai_tts))
+    elif tts == "serve":
+        spoken = await asyncio.to_thread(ServeSynthesizer, (serve or {})["tts"])
     kind = {"local": Transcriber, "batched": BatchedTranscriber}.get(stt)
     transcriber, piper = await asyncio.gather(
         asyncio.to_thread(kind, cpu_threads=1) if kind else _none(),

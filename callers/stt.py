@@ -42,16 +42,19 @@ class Transcriber:
     """Loads one Whisper model and decodes clips on a small bounded thread pool."""
 
     def __init__(
-        self, model: str | Path | None = None, *, cpu_threads: int = 1, workers: int = 1
+        self, model: str | Path | None = None, *, cpu_threads: int = 1, workers: int = 1,
+        device: str = "cpu",
     ) -> None:
+        """device: "cpu", or "cuda" (a Ray Serve replica given a GPU: int8 weights, float16
+        activations)."""
         from faster_whisper import WhisperModel
 
         self.model_ref = str(model or bundled_whisper_path())
         # cpu_threads pinned so several hosts on one machine don't oversubscribe the cores.
         self._model = WhisperModel(
             self.model_ref,
-            device="cpu",
-            compute_type="int8",
+            device=device,
+            compute_type="int8" if device == "cpu" else "int8_float16",
             cpu_threads=cpu_threads,
             num_workers=workers,
         )

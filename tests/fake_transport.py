@@ -48,11 +48,15 @@ class FakeAgentTransport(CallTransport):
     kind = "fake"
 
     def __init__(self, target, clock, outgoing, events, *, script: list[str],
-                 stt: FakeSTT) -> None:
+                 stt: FakeSTT | None = None, speech: dict[str, np.ndarray] | None = None) -> None:
+        """speech: 16 kHz audio to say a line with (real speech, for a real STT) instead of a
+        tone."""
         super().__init__(target, clock, outgoing, events)
         self.script = script
+        self.speech = speech or {}
         self.said = ""
-        stt.agent = self
+        if stt is not None:
+            stt.agent = self
         self.player = IncomingPlayout(clock)
         self.caller_frames: list[float] = []  # rms dBFS of each frame the caller sent
         self.heard_turns = 0
@@ -83,8 +87,10 @@ class FakeAgentTransport(CallTransport):
         for i, line in enumerate(self.script):
             self.said = line
             # then silence, as agents send it: the VAD hears the end of the turn
-            self.player.push(np.concatenate([tone(0.4 + 0.01 * len(line)),
-                                             np.zeros(STT_RATE // 2, np.int16)]))
+            sound = self.speech.get(line)
+            self.player.push(np.concatenate([
+                tone(0.4 + 0.01 * len(line)) if sound is None else sound,
+                np.zeros(STT_RATE // 2, np.int16)]))
             if i < len(self.script) - 1:
                 await self._caller_turn()
         await asyncio.sleep(1.0)

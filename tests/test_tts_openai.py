@@ -197,7 +197,7 @@ SECTION = f"{{base_url: 'http://127.0.0.1:8000/v1', model: tts-1, voice: alloy, 
 
 @pytest.mark.parametrize(("speech", "says"), [
     ("{tts: openai}", "tts: openai needs an openai_tts: section"),
-    ("{tts: espeak}", "speech.tts: Input should be 'piper' or 'openai'"),
+    ("{tts: espeak}", "speech.tts: Input should be 'piper', 'openai' or 'serve'"),
     (f"{{tts: openai, openai_tts: {SECTION}, response_format: mp3}}}}",
      "speech.openai_tts.response_format: Input should be 'wav' or 'pcm'"),
     (f"{{tts: openai, openai_tts: {SECTION}, timeout_s: 0}}}}", "speech.openai_tts.timeout_s"),
