@@ -11,8 +11,10 @@ the agent's CPU over the level (cores busy: it had room or not), and each core's
 reply-late rate <= 5 %. Writes this backend's entry of benchmarks/results/capacity.json (the
 other backends' entries are kept).
 
-    .venv/bin/python benchmarks/capacity.py --stt local|batched [--rounds N] [LEVEL ...]
-        (default levels: local 2 4 6 8; batched 4 8 12 16; a level places level x N calls)
+    .venv/bin/python benchmarks/capacity.py --stt local|batched|serve [--rounds N] [LEVEL ...]
+        (default levels: local 2 4 6 8; batched 4 8 12 16; serve 12 25; a level places
+        level x N calls; serve: STT and TTS as Ray Serve deployments pinned to the agent's
+        core, so the host on core 0 does only media)
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ FAST_REPLY_MS = 700
 HOST_CORE, AGENT_CORE = 0, 1
 PACING_LIMIT_MS = 20.0
 REPLY_LATE_LIMIT = 0.05
-DEFAULT_LEVELS = {"local": [2, 4, 6, 8], "batched": [4, 8, 12, 16]}
+DEFAULT_LEVELS = {"local": [2, 4, 6, 8], "batched": [4, 8, 12, 16], "serve": [12, 25]}
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -97,11 +99,16 @@ async def measure(level: int, stt: str, base_url: str, agent_pid: int, run_dir: 
         "load": {"total_calls": level * rounds, "max_concurrency": level,
                  "calls_per_second": 4},
         "fleet": {"hosts": 1},
-        "speech": {"stt": stt},
+        # serve: both sides on Ray Serve, its replicas pinned beside the agent (the host does
+        # only media, VAD and cache look-ups)
+        "speech": {"stt": "serve", "tts": "serve"} if stt == "serve" else {"stt": stt},
     })
     others = other_benchmarks()
     agent0, cores0, t0 = process_cpu_s(agent_pid), core_times(), time.monotonic()
+    pinning = asyncio.create_task(pin_serve_replicas({AGENT_CORE})) if stt == "serve" else None
     run = await run_on_one_host(config, base_url, run_dir, pin_cores={HOST_CORE})
+    if pinning is not None:
+        pinning.cancel()
     agent1, cores1, t1 = process_cpu_s(agent_pid), core_times(), time.monotonic()
     others += [o for o in other_benchmarks() if o not in others]
     records, busy_cores = run["records"], run["busy_cores"]
@@ -158,6 +165,19 @@ def reply_after_ms(persona_id: str) -> float:
 
 def late_rate(records: list[dict]) -> float | None:
     return summarize(records, run_id="fast", target="-")["generator"]["reply_late_rate"]
+
+
+async def pin_serve_replicas(cores: set[int]) -> None:
+    """Keep Ray Serve's processes (replicas, controller) on these cores while a level runs."""
+    while True:
+        for pid in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if b"ray::Serve" in f.read():
+                        pin_process(int(pid), cores)
+            except (OSError, ValueError):
+                pass  # not a process, or gone
+        await asyncio.sleep(1.0)
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -234,8 +254,9 @@ def merged(stt: str, entry: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("levels", nargs="*", type=int, help="concurrent callers per level")
-    parser.add_argument("--stt", choices=["local", "batched"], default="local",
-                        help="the callers' speech.stt")
+    parser.add_argument("--stt", choices=["local", "batched", "serve"], default="local",
+                        help="the callers' speech.stt (serve: STT and TTS on Ray Serve, "
+                             "its replicas on the agent's core)")
     parser.add_argument("--agent-nice", type=int, default=0,
                         help="niceness of the agent process (pinned to its own core anyway)")
     parser.add_argument("--rounds", type=int, default=1,
