@@ -23,10 +23,8 @@ FAILURE_REASONS = {
     "sip_no_answer": "the SIP target did not answer the INVITE in time (no response, or ringing)",
     "sip_auth_failed": "the SIP target rejected our credentials (or asked for some, and none are set)",
     "sip_bad_answer": "the SIP target answered with an SDP we cannot use (no G.711 in common)",
-    "stt_unavailable": "the speech-to-text service (speech.stt: openai or serve) failed or "
-                       "did not answer in time, so the agent could not be heard",
-    "tts_unavailable": "the text-to-speech service (speech.tts: openai or serve) failed or "
-                       "did not answer in time, so the caller could not speak",
+    "stt_unavailable": "the speech-to-text service (speech.stt: openai) failed or did not "
+                       "answer in time, so the agent could not be heard",
     "no_agent_audio": "the agent never spoke",
     "media_timeout": "the agent's audio stopped arriving mid-call (no close, no BYE)",
     "remote_hangup_early": "the agent hung up mid-flow, before the caller's goal was met",

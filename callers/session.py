@@ -22,21 +22,17 @@ from callers.persona import Persona
 from callers.record import CallRecord, StageTiming, TimelineEvent, Turn
 from callers.scenario import CallFacts, ScriptTurn
 from callers.script import ScriptBrain, brain_for, wav_utterance
-from callers.serve_speech import ServeSynthesizer, ServeTranscriber
 from callers.stt import SpeechToText, Transcriber, warm_up
 from callers.stt_batch import BatchedTranscriber
 from callers.stt_openai import OpenAISTTConfig, OpenAITranscriber
 from callers.trace_context import TraceContext
 from callers.transport import Target
 from callers.transports import CallTransport, TransportEvents, make_transport
-from callers.tts import Synthesizer, TextToSpeech
+from callers.tts import Synthesizer
 from callers.tts_cache import CachedSynthesizer, TTSCache
-from callers.tts_openai import OpenAISynthesizer, OpenAITTSConfig
 from callers.vad import SpeechSegment, SpeechSegmenter
 
 log = logging.getLogger(__name__)
-
-EARLY_STT_MS = 100  # the agent's silence after which its speech so far is transcribed
 
 
 @dataclass
@@ -46,19 +42,13 @@ class CallerModels:
     # None: the agent's speech is not transcribed (run config `speech: {stt: none}`): its
     # turns are found and timed, with empty text, and only a script can answer them.
     stt: SpeechToText | None  # Transcriber, or BatchedTranscriber (`speech: {stt: batched}`)
-    # The bundled Piper voice, or the service of `speech: {tts: openai}` (OpenAISynthesizer) or
-    # `{tts: serve}` (ServeSynthesizer), which then speaks every caller; any of them also
-    # speaks the babble of noise beds.
-    tts: TextToSpeech
-    voices: dict[str, TextToSpeech] = field(default_factory=dict)  # other Piper models by path
+    tts: Synthesizer  # the bundled voice; also speaks the babble of noise beds
+    voices: dict[str, Synthesizer] = field(default_factory=dict)  # other Piper models by path
     tts_cache: TTSCache = field(default_factory=TTSCache)  # every voice's phrases, 64 MB
-    # Calls' lines spoken ahead (CallSession._speak_ahead) go one at a time per process.
-    speak_ahead: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
 
-    async def voice(self, model: str | None) -> TextToSpeech:
-        """The synthesizer for a persona's voice model, loaded once per process. A TTS service
-        speaks every persona in its configured voice: a Piper model path means nothing to it."""
-        if model is None or isinstance(self.tts, OpenAISynthesizer | ServeSynthesizer):
+    async def voice(self, model: str | None) -> Synthesizer:
+        """The synthesizer for a persona's voice model, loaded once per process."""
+        if model is None:
             return self.tts
         if model not in self.voices:
             self.voices[model] = await asyncio.to_thread(Synthesizer, model)
@@ -69,41 +59,23 @@ class CallerModels:
         return CachedSynthesizer(await self.voice(model), self.tts_cache)
 
 
-async def load_caller_models(
-        stt: Literal["local", "batched", "openai", "serve", "none"] = "local",
-        openai: dict[str, Any] | None = None, tts: Literal["piper", "openai", "serve"] = "piper",
-        openai_tts: dict[str, Any] | None = None,
-        serve: dict[str, dict[str, Any]] | None = None) -> CallerModels:
+async def load_caller_models(stt: Literal["local", "batched", "openai", "none"] = "local",
+                             openai: dict[str, Any] | None = None) -> CallerModels:
     """Load Whisper and Piper once per process, off the event loop, and warm them up.
     stt batched: the process's calls share micro-batched decodes (callers.stt_batch);
     stt openai: an OpenAI-compatible service transcribes (openai: its speech.openai section);
-    stt none: no Whisper is loaded (the calls transcribe nothing);
-    tts openai: an OpenAI-compatible service speaks (openai_tts: its speech.openai_tts
-    section); no Piper is loaded. stt / tts serve: the run's Ray Serve deployment does it
-    (serve: side -> how to reach it, from orchestration.speech_service); nothing is loaded for
-    that side. Services are not asked here (a Serve deployment is only looked up): a call
-    that cannot reach one fails with its reason (stt_unavailable, tts_unavailable)."""
-    # Made first: a missing key or app fails before the slow loads.
-    heard: SpeechToText | None = None
-    spoken: TextToSpeech | None = None
-    if stt == "openai":
-        heard = OpenAITranscriber(OpenAISTTConfig(**openai))
-    elif stt == "serve":  # looking the deployment up asks Serve's controller: off the loop
-        heard = await asyncio.to_thread(ServeTranscriber, (serve or {})["stt"])
-    if tts == "openai":
-        spoken = OpenAISynthesizer(OpenAITTSConfig(**openai_tts))
-    elif tts == "serve":
-        spoken = await asyncio.to_thread(ServeSynthesizer, (serve or {})["tts"])
-    kind = {"local": Transcriber, "batched": BatchedTranscriber}.get(stt)
-    transcriber, piper = await asyncio.gather(
-        asyncio.to_thread(kind, cpu_threads=1) if kind else _none(),
-        asyncio.to_thread(Synthesizer) if spoken is None else _none())
-    await warm_up(transcriber, piper)
-    return CallerModels(heard or transcriber, spoken or piper)
-
-
-async def _none() -> None:
-    return None
+    stt none: Piper only (no Whisper is loaded; the calls transcribe nothing)."""
+    if stt in ("none", "openai"):
+        tts = await asyncio.to_thread(Synthesizer)
+        await tts.synthesize("Hello, how can I help you?")  # the warm-up, without a decode
+        heard = OpenAITranscriber(OpenAISTTConfig(**openai)) if stt == "openai" else None
+        return CallerModels(heard, tts)
+    kind = BatchedTranscriber if stt == "batched" else Transcriber
+    transcriber, tts = await asyncio.gather(
+        asyncio.to_thread(kind, cpu_threads=1), asyncio.to_thread(Synthesizer)
+    )
+    await warm_up(transcriber, tts)
+    return CallerModels(transcriber, tts)
 
 
 @dataclass(frozen=True)
@@ -171,11 +143,7 @@ class CallSession:
         self.track = OutgoingAudioTrack(self.playout, self.clock)
         self.received16: list[tuple[float, np.ndarray]] = []
         self.agent_segments: asyncio.Queue[SpeechSegment] = asyncio.Queue()
-        # The agent's speech is transcribed from its first 100 ms of silence (a "pause"), not
-        # after the 300 ms hangover that ends a segment: the reply is ready 200 ms sooner.
-        self.segmenter = SpeechSegmenter(hangover_ms=300,
-                                         early_ms=EARLY_STT_MS if models.stt else None)
-        self._early_stt: dict[float, asyncio.Task] = {}  # a segment's start: its early decode
+        self.segmenter = SpeechSegmenter(hangover_ms=300)
         self.transport: CallTransport | None = None  # made in run(): callers/transports/
         self.last_agent_end_ms = 0.0
         self.last_caller_end_ms = 0.0
@@ -194,9 +162,6 @@ class CallSession:
         self._turn_planned = False  # the agent's current turn already has its plan
         self._barged_in = False  # the caller interrupted the agent's current turn
         self.reply_late_ms: list[float] = []  # replies that missed their planned time
-        self.reply_ready_ms: list[float] = []  # agent's end to the caller's reply in hand
-        self.spoken_ahead: list[str] = []  # the brain's expected lines, synthesized ahead
-        self.said_as_rehearsed = 0  # replies whose words were among them
 
     # --- the call ------------------------------------------------------------------
 
@@ -234,24 +199,10 @@ class CallSession:
     async def _connect(self) -> None:
         await self.transport.connect(self.limits.connect_timeout_s)
         self._event("connected")
-        self._tasks.append(asyncio.create_task(self._speak_ahead(), name="caller-speak-ahead"))
         self._tasks.append(asyncio.create_task(self._listen(), name="caller-listen"))
         if self.transport.continuous_media:
             self._tasks.append(asyncio.create_task(self._watch_media(),
                                                    name="caller-media-watch"))
-
-    async def _speak_ahead(self) -> None:
-        """Synthesize the lines the brain expects to say into the TTS cache while the agent
-        talks, so a reply is ready when the agent's turn ends even when every call of the host
-        answers at once. One line at a time per process (CallerModels.speak_ahead): a reply
-        needed now waits for at most one line spoken ahead."""
-        self.spoken_ahead = self.brain.rehearse()
-        for text in self.spoken_ahead:
-            async with self.models.speak_ahead:
-                try:
-                    await self.voice.prepare(text)
-                except Exception:  # noqa: BLE001 - the reply's own synthesis fails or not
-                    return
 
     async def _converse(self) -> None:
         """The conversation until either side ends it; then the agent's last words."""
@@ -370,7 +321,7 @@ class CallSession:
             raise CallFailed("caller_error", "speech.stt none needs a script scenario; "
                              f"{self.call_facts.scenario.id} has none")
         if self.models.stt is not None:
-            text = (await self._segment_transcript(segment)).text
+            text = (await self._timed("stt", self.models.stt.transcribe(segment.audio))).text
         if self.turns and self.turns[-1].speaker == "agent":  # the agent's turn goes on
             last = self.turns[-1]
             last.text = f"{last.text} {text}".strip()
@@ -378,30 +329,6 @@ class CallSession:
         else:
             self.turns.append(Turn("agent", text, segment.start_ms, segment.end_ms))
         return text
-
-    def _transcribe_early(self, paused: SpeechSegment) -> None:
-        """Start decoding the agent's speech so far; a later pause in the segment supersedes it."""
-        superseded = self._early_stt.pop(paused.start_ms, None)
-        if superseded is not None:
-            superseded.cancel()  # if still queued, never decoded
-        task = asyncio.ensure_future(self._decode(paused.audio))
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # read if superseded
-        self._early_stt[paused.start_ms] = task
-
-    async def _segment_transcript(self, segment: SpeechSegment):
-        """The segment's transcript: the early decode when no speech followed its pause."""
-        early = self._early_stt.pop(segment.start_ms, None)
-        if early is not None and segment.as_paused:
-            return await early
-        if early is not None:
-            early.cancel()
-        return await self._decode(segment.audio)
-
-    async def _decode(self, audio: np.ndarray):
-        start = self.clock.ms()  # a stage only once decoded: a superseded one never ran
-        transcript = await self.models.stt.transcribe(audio)
-        self.stages.append(StageTiming("stt", start, self.clock.ms()))
-        return transcript
 
     async def _respond(self, agent_text: str) -> bool:
         """Reply to the agent's finished turn (or don't); True if the caller hangs up."""
@@ -437,10 +364,8 @@ class CallSession:
             self._event("caller_correction", facts=list(reply.corrections))
         if reply.aside:
             self._event("caller_aside", text=reply.aside)
-        self.said_as_rehearsed += reply.text in self.spoken_ahead
         utterance = await self._utterance_for(reply)
         if utterance is not None:
-            self.reply_ready_ms.append(round(self.clock.ms() - self.last_agent_end_ms, 1))
             late = self.clock.ms() + self.playout.delay_ms - speak_at
             if late > 0:  # decided after its planned time: an overloaded caller, counted
                 self.reply_late_ms.append(round(late, 1))
@@ -550,8 +475,6 @@ class CallSession:
                 if plan != AgentTurnPlan():
                     self._tasks.append(asyncio.create_task(
                         self._act_during_agent_turn(plan, event.t_ms), name="caller-interject"))
-        elif event.kind == "pause":
-            self._transcribe_early(event.segment)
         else:
             self._event("agent_speech_end", t_ms=event.t_ms)
             self.last_agent_end_ms = event.t_ms
@@ -648,7 +571,6 @@ class CallSession:
         self.track.stop()
         if self.transport is not None:
             await self.transport.close()
-        self._tasks.extend(self._early_stt.values())  # pauses the call ended in: not needed
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -672,8 +594,6 @@ class CallSession:
             "pacing_late_ms_p99": round(float(np.percentile(late, 99)), 2) if late else None,
             "frames_sent": len(late),
             "reply_late_ms": self.reply_late_ms,
-            "reply_ready_ms": self.reply_ready_ms,
-            "spoken_ahead": {"lines": len(self.spoken_ahead), "used": self.said_as_rehearsed},
         }
         if self.voice is not None and hasattr(self.voice.tts, "stats"):
             rec.generator["tts_cache"] = self.voice.tts.stats()  # this call's hits and misses
@@ -691,10 +611,6 @@ class CallSession:
         elif isinstance(self.models.stt, OpenAITranscriber):
             rec.speech = {"stt": "openai", "base_url": self.models.stt.config.base_url,
                           "model": self.models.stt.config.model}
-        if isinstance(self.models.tts, OpenAISynthesizer):  # the service spoke for the caller
-            tts = self.models.tts.config
-            rec.speech |= {"tts": "openai", "tts_base_url": tts.base_url, "tts_model": tts.model,
-                           "tts_voice": tts.voice}
         if self.agent_messages.dropped:
             rec.transport["agent_messages_dropped"] = self.agent_messages.dropped
         line = self.track.line

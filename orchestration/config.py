@@ -3,7 +3,6 @@ up front."""
 
 from __future__ import annotations
 
-import importlib
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -16,7 +15,6 @@ from callers.inputs import check_env_name, check_url, excerpt
 from callers.safe_yaml import load_yaml
 from callers.llm_brain import LLMConfig
 from callers.stt_openai import OpenAISTTConfig
-from callers.tts_openai import OpenAITTSConfig
 from callers.transport import Target
 from evaluation.llm_judge import JudgeConfig
 from evaluation.compare import RegressionConfig
@@ -289,84 +287,29 @@ class EvaluationConfig(_Model):
     audio_quality: bool = Field(default=False, strict=True)
 
 
-class ServeSpeechConfig(_Model):
-    """The Ray Serve deployments of `speech: {stt: serve}` / `{tts: serve}`
-    (orchestration/speech_service.py). num_replicas and num_cpus apply to each deployment the
-    run uses; num_gpus, max_batch_size and batch_wait_timeout_s to STT (Whisper decodes a batch
-    on a GPU when given one); Piper runs on CPU, one synthesis after another per replica.
-    timeout_s bounds each request of a call (tried twice before the call fails)."""
-
-    num_replicas: int = Field(default=1, ge=1, le=1000, strict=True)
-    num_cpus: float = Field(default=1.0, gt=0, le=256, allow_inf_nan=False)
-    num_gpus: float = Field(default=0.0, ge=0, le=64, allow_inf_nan=False)
-    max_batch_size: int = Field(default=8, ge=1, le=256, strict=True)
-    batch_wait_timeout_s: float = Field(default=0.03, ge=0, le=5, allow_inf_nan=False)
-    timeout_s: float = Field(default=10.0, gt=0, le=120, allow_inf_nan=False)
-
-
 class SpeechConfig(_Model):
-    """How callers hear the agent and speak. `stt: local` transcribes each agent turn in-process
+    """How callers hear the agent. `stt: local` transcribes each agent turn in-process
     (faster-whisper, most of a caller's CPU), one segment at a time; `stt: batched` does too,
     but a host's calls share micro-batched decodes (callers.stt_batch: ~4x the segments per
     core, benchmarks/stt_batching.py); `stt: none` loads no Whisper and transcribes
     nothing: agent turns are still found (VAD) and timed, with empty text, for load, pacing
-    and soak runs whose scenarios all have a `script:` (nothing has to understand the agent).
-    `tts: piper` speaks in-process (Piper, one thread per host); `tts: openai` has a service
-    speak every caller in one voice (personas' Piper models do not apply). With `serve` (either or
-    both) Ray Serve deployments that the run starts do it for every host of the cluster
-    (Whisper batched across hosts; one Piper voice), with the options of `serve:`."""
+    and soak runs whose scenarios all have a `script:` (nothing has to understand the agent)."""
 
-    stt: Literal["local", "batched", "openai", "serve", "none"] = "local"
+    stt: Literal["local", "batched", "openai", "none"] = "local"
     # stt: openai: an OpenAI-compatible /v1/audio/transcriptions service (speaches, vLLM's
     # Whisper...): base_url, model, api_key_env (the variable's name; never the key), timeout_s
     openai: OpenAISTTConfig | None = None
-    tts: Literal["piper", "openai", "serve"] = "piper"
-    # tts: openai: an OpenAI-compatible /v1/audio/speech service (OpenAI, speaches, Kokoro...):
-    # base_url, model, voice, api_key_env, timeout_s, response_format (wav | pcm), sample_rate
-    openai_tts: OpenAITTSConfig | None = None
-    # stt and/or tts: serve: num_replicas, num_cpus, num_gpus, max_batch_size,
-    # batch_wait_timeout_s, timeout_s (defaults when absent)
-    serve: ServeSpeechConfig | None = None
 
     @model_validator(mode="after")
     def _service_named(self) -> SpeechConfig:
         if self.stt == "openai" and self.openai is None:
             raise ValueError("stt: openai needs an openai: section (base_url, model, "
                              "api_key_env)")
-        if self.tts == "openai" and self.openai_tts is None:
-            raise ValueError("tts: openai needs an openai_tts: section (base_url, model, "
-                             "voice, api_key_env)")
-        if self.serve is not None and not self.served():
-            raise ValueError("a serve: section needs stt: serve or tts: serve (it configures "
-                             "their deployments)")
         return self
-
-    def served(self) -> list[str]:
-        """The sides Ray Serve deployments do: "stt", "tts"."""
-        return [side for side, kind in (("stt", self.stt), ("tts", self.tts)) if kind == "serve"]
-
-    def serve_options(self) -> ServeSpeechConfig:
-        return self.serve or ServeSpeechConfig()
-
-    def served_cpus(self) -> float:
-        """The CPUs the run's speech deployments take from the cluster."""
-        options = self.serve_options()
-        return len(self.served()) * options.num_replicas * options.num_cpus
 
     def openai_dict(self) -> dict[str, Any] | None:
         """The service section as plain data, for hosts (only with stt: openai)."""
         return self.openai.model_dump() if self.stt == "openai" and self.openai else None
-
-    def openai_tts_dict(self) -> dict[str, Any] | None:
-        """The TTS service section as plain data, for hosts (only with tts: openai)."""
-        return (self.openai_tts.model_dump() if self.tts == "openai" and self.openai_tts
-                else None)
-
-    def services(self) -> list[tuple[str, Any]]:
-        """(section name, config) of each speech service this run uses."""
-        return [(name, section) for name, section, used in (
-            ("openai", self.openai, self.stt == "openai"),
-            ("openai_tts", self.openai_tts, self.tts == "openai")) if used]
 
 
 class RunConfig(_Model):
@@ -495,23 +438,15 @@ def _check_personas(path: Path, config: RunConfig) -> None:
             except ConfigError as e:
                 raise ConfigError(f"{path}: {e}") from None
     check_speech(config, scenarios, str(path))
-    for name, service in config.speech.services():
-        if not os.environ.get(service.api_key_env):
-            raise ConfigError(f"{path}: speech.{name}.api_key_env: environment variable "
-                              f"{service.api_key_env} (the API key for {service.base_url}) "
-                              "is not set")
+    if config.speech.stt == "openai" and not os.environ.get(config.speech.openai.api_key_env):
+        raise ConfigError(f"{path}: speech.openai.api_key_env: environment variable "
+                          f"{config.speech.openai.api_key_env} (the API key for "
+                          f"{config.speech.openai.base_url}) is not set")
 
 
 def check_speech(config: RunConfig, scenarios: dict[str, Any], where: str) -> None:
     """stt: none only when every scenario is a script: a brain that decides its replies needs
-    the agent's words. scenarios: name -> callers.scenario.Scenario, in the config's order.
-    A side served by Ray Serve needs Serve installed (the `serve` extra)."""
-    for side in config.speech.served():
-        try:
-            importlib.import_module("ray.serve")
-        except ImportError:
-            raise ConfigError(f"{where}: speech.{side}: serve needs Ray Serve, which is not "
-                              "installed: pip install 'callfleet[serve]'") from None
+    the agent's words. scenarios: name -> callers.scenario.Scenario, in the config's order."""
     if config.speech.stt != "none":
         return
     for name, scenario in scenarios.items():

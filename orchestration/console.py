@@ -8,8 +8,6 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from evaluation.summary import generator_warnings
-
 console = Console(highlight=False)
 
 
@@ -40,8 +38,9 @@ def print_summary(summary: dict[str, Any], run_dir: str) -> None:
         console.print(f"  failed: {reason} x{n}")
     if summary.get("partial"):
         console.print("[yellow]partial run: not every planned call finished[/yellow]")
-    for warning in generator_warnings(summary):
-        console.print(f"[yellow]warning: {escape(warning)}[/yellow]")
+    if (summary.get("generator") or {}).get("saturated"):
+        console.print("[yellow]warning: the callers themselves were overloaded (pacing p99 > 20 ms);"
+                      " latency figures from this run are not trustworthy[/yellow]")
     attribution = understanding.get("network_attribution") or {}
     if (attribution.get("lossy") or {}).get("calls"):  # said only when some call was lossy
         line = f"  understanding vs network: {escape(str(attribution.get('verdict')))}"

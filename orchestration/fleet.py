@@ -59,11 +59,6 @@ class HostPool:
     null_call_s: float | None
     stt: str = "local"  # the run config's speech.stt: "none" loads no Whisper
     stt_openai: dict[str, Any] | None = None  # speech.openai, for stt: openai
-    tts: str = "piper"  # the run config's speech.tts
-    tts_openai: dict[str, Any] | None = None  # speech.openai_tts, for tts: openai
-    # side -> how to reach the run's Ray Serve deployment, for stt / tts: serve (set by
-    # Fleet.run once they are up)
-    serve: dict[str, dict[str, Any]] | None = None
     hosts: list[HostSlot] = field(default_factory=list)
     replaced: int = 0
 
@@ -71,8 +66,7 @@ class HostPool:
         remote = ray.remote(CallerHostImpl).options(
             num_cpus=1, max_concurrency=100_000, max_restarts=0, scheduling_strategy="SPREAD"
         )
-        return remote.remote(self.run_dir, self.null_call_s, self.stt, self.stt_openai,
-                             self.tts, self.tts_openai, self.serve)
+        return remote.remote(self.run_dir, self.null_call_s, self.stt, self.stt_openai)
 
     async def start(self, count: int) -> None:
         self.hosts = [HostSlot(self._new_actor()) for _ in range(count)]
@@ -166,8 +160,7 @@ class Fleet:
         self.stats = SchedulerStats()
         self.records: dict[str, dict[str, Any]] = {}
         self.pool = HostPool(str(store.run_dir.resolve()), config.fleet.null_call_s,
-                             stt=config.speech.stt, stt_openai=config.speech.openai_dict(),
-                             tts=config.speech.tts, tts_openai=config.speech.openai_tts_dict())
+                             stt=config.speech.stt, stt_openai=config.speech.openai_dict())
         self.stop = asyncio.Event()
         judge = config.evaluation.judge  # asked here, in the driver: only it grades
         self.judge = LLMJudge(judge) if judge is not None else None
@@ -184,16 +177,10 @@ class Fleet:
     async def run(self, hosts: int | None = None, spare_cores: int = 0) -> list[dict[str, Any]]:
         """Place every planned call; one host per core unless told (spare_cores left free)."""
         specs = plan_specs(self.config, self.target)
-        # Before the hosts (which look them up), and before counting the cores they leave free.
-        served = self.config.speech.served() if self.pool.null_call_s is None else []
+        cores = int(ray.available_resources().get("CPU", 1))
+        count = hosts or self.config.fleet.hosts or max(1, cores - spare_cores)
+        await self.pool.start(count)
         try:
-            if served:  # imported here: Ray Serve is an extra, and only these runs need it
-                from orchestration.speech_service import start_speech_service
-                self.pool.serve = await asyncio.to_thread(
-                    start_speech_service, self.config.speech, self.store.run_dir.name)
-            cores = int(ray.available_resources().get("CPU", 1))
-            count = hosts or self.config.fleet.hosts or max(1, cores - spare_cores)
-            await self.pool.start(count)
             await run_schedule(
                 specs, build_steps(self.config.load),
                 max_concurrency=self.config.load.max_concurrency,
@@ -202,9 +189,6 @@ class Fleet:
             )
         finally:
             self.pool.shutdown()
-            if self.pool.serve:  # here, not in a thread: an interrupted run still deletes them
-                from orchestration.speech_service import stop_speech_service
-                stop_speech_service(self.pool.serve)
             if self._grading:  # records still with the judge are stored before we return
                 await asyncio.gather(*self._grading)
             if self.judge is not None:

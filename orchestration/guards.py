@@ -97,26 +97,18 @@ def fd_guard(calls_at_once: int, soft: int, hard: int) -> Guard:
                          "or lower load.max_concurrency")
 
 
-def hosts_guard(asked: int | None, cpus: float, embedded_agent: bool,
-                served_cpus: float = 0.0) -> Guard:
-    """fleet.hosts against the CPUs Ray reports, less those the run's speech deployments will
-    take (served_cpus). More hosts than CPUs fail rather than clamp: each host takes a whole
-    CPU, so the extra ones would never start (the run would wait for them, then die), and a
-    clamped run is not the fleet the config asked for."""
-    have = int(cpus - served_cpus)
-    cpus_word = f"CPUs besides its speech deployments' {served_cpus:g}" if served_cpus else "CPUs"
-    if served_cpus and have < 1:
-        return Guard("fail", f"hosts: the speech deployments (speech.serve) take {served_cpus:g} "
-                             f"of the Ray cluster's {cpus:g} CPUs and leave no whole one for a "
-                             "host; lower speech.serve.num_cpus or num_replicas, or add nodes")
+def hosts_guard(asked: int | None, cpus: float, embedded_agent: bool) -> Guard:
+    """fleet.hosts against the CPUs Ray reports. More hosts than CPUs fail rather than clamp:
+    each host takes a whole CPU, so the extra ones would never start (the run would wait for
+    them, then die), and a clamped run is not the fleet the config asked for."""
+    have = int(cpus)
     if asked is None:
         spare = " (one left to the reference agent)" if embedded_agent and have > 1 else ""
         return Guard("ok", f"hosts: one per CPU the cluster has free, {have} CPUs{spare}")
     if asked > have:
         return Guard("fail", f"hosts: fleet.hosts is {asked} but the Ray cluster has {have} "
-                             f"{cpus_word} and each host takes one; set fleet.hosts to {have} "
-                             "or less, or add nodes (an autoscaling cluster counts only what it "
-                             "has now)")
+                             f"CPUs and each host takes one; set fleet.hosts to {have} or less, "
+                             "or add nodes (an autoscaling cluster counts only what it has now)")
     if embedded_agent and asked >= have and have > 1:
         return Guard("warn", f"warning: hosts: {asked} hosts on {have} CPUs leave the reference "
                              "agent no core of its own; its latency will include the callers' "
@@ -149,8 +141,7 @@ def check_hosts(config: RunConfig) -> None:
     if not ray.is_initialized():  # tests that stand in for Ray
         return
     cpus = ray.cluster_resources().get("CPU", 0)
-    served = config.speech.served_cpus() if config.fleet.null_call_s is None else 0.0
-    _show(hosts_guard(config.fleet.hosts, cpus, config.target.url == "reference", served))
+    _show(hosts_guard(config.fleet.hosts, cpus, config.target.url == "reference"))
 
 
 def _disk(config: RunConfig, out: Path) -> Guard:

@@ -55,11 +55,7 @@ def run_config(config: RunConfig, out: Path, *, address: str | None = None,
         # Written first so that a run killed outright still says what was planned and partial.
         store.write_summary(summarize([], run_id=run_id, target=target.url,
                                       planned=config.load.total_calls, partial=True))
-        if config.speech.served() and config.fleet.null_call_s is None:
-            console.print(f"starting the speech deployments ({', '.join(config.speech.served())}"
-                          " on Ray Serve), then the caller hosts...")
-        else:
-            console.print("starting the caller hosts (loading models)...")
+        console.print("starting the caller hosts (loading models)...")
         fleet = Fleet(config, target, store, live=live)
         began = time.monotonic()
         # An embedded agent shares this machine: leave it a core, or both sides starve.

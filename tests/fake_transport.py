@@ -48,15 +48,11 @@ class FakeAgentTransport(CallTransport):
     kind = "fake"
 
     def __init__(self, target, clock, outgoing, events, *, script: list[str],
-                 stt: FakeSTT | None = None, speech: dict[str, np.ndarray] | None = None) -> None:
-        """speech: 16 kHz audio to say a line with (real speech, for a real STT) instead of a
-        tone."""
+                 stt: FakeSTT) -> None:
         super().__init__(target, clock, outgoing, events)
         self.script = script
-        self.speech = speech or {}
         self.said = ""
-        if stt is not None:
-            stt.agent = self
+        stt.agent = self
         self.player = IncomingPlayout(clock)
         self.caller_frames: list[float] = []  # rms dBFS of each frame the caller sent
         self.heard_turns = 0
@@ -87,10 +83,8 @@ class FakeAgentTransport(CallTransport):
         for i, line in enumerate(self.script):
             self.said = line
             # then silence, as agents send it: the VAD hears the end of the turn
-            sound = self.speech.get(line)
-            self.player.push(np.concatenate([
-                tone(0.4 + 0.01 * len(line)) if sound is None else sound,
-                np.zeros(STT_RATE // 2, np.int16)]))
+            self.player.push(np.concatenate([tone(0.4 + 0.01 * len(line)),
+                                             np.zeros(STT_RATE // 2, np.int16)]))
             if i < len(self.script) - 1:
                 await self._caller_turn()
         await asyncio.sleep(1.0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import callers.session as session_module
 from callers.persona import resolve_persona
-from callers.session import CallerModels, CallSession, SessionLimits
+from callers.session import CallerModels, CallSession
 from callers.transport import Target
 from tests.fake_transport import FakeAgentTransport, FakeSTT, FakeTTS
 
@@ -35,16 +35,3 @@ async def test_conversation_runs_over_a_fake_transport(monkeypatch):
     assert made[0].heard_turns == len(SCRIPT) - 1
     kinds = [e["kind"] for e in record.events]
     assert kinds.count("agent_speech_start") == len(SCRIPT) and "hangup" in kinds
-    # Each agent line is decoded once, from its first 100 ms of silence: before the segmenter's
-    # 300 ms hangover has ended the segment.
-    ends = [e["t_ms"] for e in record.events if e["kind"] == "agent_speech_end"]
-    decodes = [s["start_ms"] for s in record.stages if s["stage"] == "stt"]
-    assert len(decodes) == len(ends) == len(SCRIPT)
-    assert all(0 < d - e < 300 for d, e in zip(decodes, ends, strict=True)), (decodes, ends)
-    # The reply is in hand once the agent has been quiet for the reply gap (its turn is over);
-    # the fake's decode and speech take no time.
-    gap, ready = SessionLimits().reply_gap_ms, record.generator["reply_ready_ms"]
-    assert len(ready) == len(SCRIPT) - 1 and all(gap <= r < gap + 100 for r in ready), ready
-    # Every answer was spoken ahead into the TTS cache while the agent talked
-    assert record.generator["spoken_ahead"] == {"lines": 4, "used": 4}
-    assert record.generator["tts_cache"]["hits"] >= 4
