@@ -45,8 +45,13 @@ sipp:
 	@command -v sipp >/dev/null || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sip-tester; }
 
+# Unit tests on both cores (pytest-xdist), then the real calls, one module at a time: they run on
+# the wall clock, and two modules at once make callers and agents late on 2 cores. Both always
+# run; either failing fails the target.
 test: $(STAMP) $(PIPECAT_STAMP) browser sipp
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not e2e and not cluster" -n 2; unit=$$?; \
+	$(BIN)/python -m pytest -m "e2e or cluster"; calls=$$?; \
+	test $$unit -eq 0 && test $$calls -eq 0
 
 clean:
 	rm -rf $(VENV) $(PIPECAT_VENV) runs

@@ -34,7 +34,9 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
+import random
 import signal
 import socket
 import statistics
@@ -69,6 +71,30 @@ def free_port(kind: int = socket.SOCK_DGRAM) -> int:
     with socket.socket(socket.AF_INET, kind) as s:
         s.bind((LOOPBACK, 0))
         return s.getsockname()[1]
+
+
+def reserved_udp_port() -> int:
+    """A free UDP port below the kernel's ephemeral range. Bound seconds later (the agent's RTP
+    on answer, the relay after the barrier): a free_port() could be handed meanwhile to a
+    socket bound to port 0 (another call's RTP), and the agent answered 486 (seen once)."""
+    low = 32768
+    with contextlib.suppress(OSError, ValueError):
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for _ in range(200):
+        port = random.randrange(max(1024, low - 8000), low)
+        if port in _RESERVED:  # handed out already, maybe not bound yet
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                s.bind((LOOPBACK, port))
+            except OSError:
+                continue
+        _RESERVED.add(port)
+        return port
+    return free_port()
+
+
+_RESERVED: set[int] = set()
 
 
 def cli(*args: str) -> list[str]:
@@ -186,7 +212,7 @@ async def call_through_relay(caller: Caller, tmp: Path, name: str, impairment: I
                              lean: bool = True, scenario: str | None = None) -> dict[str, Any]:
     """One real SIP call whose RTP (both ways) crosses a relay with this impairment; the
     relay starts just before the INVITE, so its clock (blackhole times) is the call's."""
-    agent_rtp, relay_port = free_port(), free_port()
+    agent_rtp, relay_port = reserved_udp_port(), reserved_udp_port()
     try:
         agent_cm = lean_agent(tmp, "--sip-rtp-port", str(agent_rtp),
                               "--sip-rtp-advertise", f"{LOOPBACK}:{relay_port}", lean=lean)
@@ -265,11 +291,17 @@ async def fault_delay(caller: Caller, tmp: Path, delay_ms: float = 100.0,
     pairs = list(zip(c["response_latency_ms"] or [], s["response_latency_ms"] or []))
     rise_paired = median([d - c_ for c_, d in pairs])
     expected_rise = 2 * delay_ms
-    # RFC 3550 jitter of a uniform +-J delay: E|U1 - U2| = 2J/3
+    # RFC 3550 jitter of a uniform +-J delay: E|U1 - U2| = 2J/3. What the relay really made
+    # (its event loop late on a loaded machine: 66 ms seen) is what the record must show.
     expected_jitter = 2 * jitter_ms / 3
+    relay_jitter = slow["relay"]["down"]["transit_jitter_ms"]
     ok_rise = rise is not None and abs(rise - expected_rise) <= 40
-    ok_jitter = (s["jitter_ms"] is not None
-                 and abs(s["jitter_ms"] - expected_jitter) <= expected_jitter / 2)
+    # The twin's jitter is the machine's own (a loaded CI machine: 14.5 ms seen); independent
+    # of the relay's, it adds in quadrature, so the relay's share is taken out that way.
+    added_jitter = (None if s["jitter_ms"] is None else
+                    round(math.sqrt(max(0.0, s["jitter_ms"] ** 2 - (c["jitter_ms"] or 0) ** 2)), 2))
+    ok_jitter = (relay_jitter >= expected_jitter / 2 and added_jitter is not None
+                 and abs(added_jitter - relay_jitter) <= relay_jitter / 2)
     return {
         "fault": "delay",
         "injected": f"{delay_ms:g} ms each way +-{jitter_ms:g} ms jitter (UDP relay), SIP call; "
@@ -278,12 +310,14 @@ async def fault_delay(caller: Caller, tmp: Path, delay_ms: float = 100.0,
                      "median_latency_delayed_ms": s_med, "rise_ms": rise,
                      "rise_paired_ms": rise_paired,
                      "jitter_ms_clean": c["jitter_ms"], "jitter_ms_delayed": s["jitter_ms"],
+                     "jitter_ms_added": added_jitter, "jitter_ms_relay_made": relay_jitter,
                      "late_packets_delayed": s["rtp_late"],
                      "no_jitter": n, "median_latency_no_jitter_ms": n_med,
                      "rise_no_jitter_ms": (None if n_med is None or c_med is None
                                            else round(n_med - c_med, 1))},
         "expectation": f"median response latency rises {expected_rise:g} +-40 ms; record jitter "
-                       f"~{expected_jitter:.0f} ms (RFC 3550 of uniform +-{jitter_ms:g}) +-50 %",
+                       "above the twin's (in quadrature) within 50 % of what the relay made "
+                       f"(~{expected_jitter:.0f} ms: RFC 3550 of uniform +-{jitter_ms:g})",
         "outcome": f"clean {clean['record']['status']}, delayed {slow['record']['status']}"
                    + (f" ({slow['record']['failure_reason']})"
                       if slow["record"]["failure_reason"] else ""),
@@ -696,7 +730,9 @@ def brief(result: dict[str, Any]) -> str:
     if f == "delay":
         return (f"median latency {m.get('median_latency_clean_ms')} -> "
                 f"{m.get('median_latency_delayed_ms')} ms (rise {m.get('rise_ms')}); jitter "
-                f"{m.get('jitter_ms_clean')} -> {m.get('jitter_ms_delayed')} ms; late pkts "
+                f"{m.get('jitter_ms_clean')} -> {m.get('jitter_ms_delayed')} ms (added "
+                f"{m.get('jitter_ms_added')}, relay made {m.get('jitter_ms_relay_made')}); "
+                f"late pkts "
                 f"{m.get('late_packets_delayed')}; same delay without jitter: rise "
                 f"{m.get('rise_no_jitter_ms')}")
     if f == "blackhole":

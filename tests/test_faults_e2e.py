@@ -77,8 +77,10 @@ def test_delay_with_jitter_raises_latency_by_the_round_trip_and_jitter_is_report
     assert m["delayed"]["status"] == "completed", r["outcome"]
     assert abs(m["rise_paired_ms"] - 200) <= 40, (m["rise_paired_ms"], faults.brief(r))
     assert r["checks"]["jitter_reported"], faults.brief(r)
-    # the jitter buffer put overtaken packets back (a CPU stall past its 60 ms may lose one)
-    assert m["delayed"]["rtp_late"] <= 0.01 * m["delayed"]["rtp_received"], faults.brief(r)
+    # The jitter buffer put overtaken packets back: +-30 ms reorders about a fifth of them
+    # (test_impair); late past its 60 ms hold were 0-2 on a quiet machine, 12 of 1,069 with
+    # every fault's call and four Ray start-ups at once on 2 cores.
+    assert m["delayed"]["rtp_late"] <= 0.03 * m["delayed"]["rtp_received"], faults.brief(r)
 
 
 def test_a_blackhole_ends_the_call_as_media_timeout_and_keeps_what_came_before(results):

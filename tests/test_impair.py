@@ -4,6 +4,7 @@ loopback, measured by the receiver and compared with the relay's own counts; and
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import socket
 import statistics
@@ -121,6 +122,12 @@ async def test_delay_and_jitter_as_measured_by_the_receiver():
     assert 14 <= statistics.stdev(delays_ms) <= 21
     # jitter far larger than the 2 ms spacing reorders packets by itself
     assert late_arrivals(got) > n // 5
+    # The relay's own jitter figure: RFC 3550's over how long it held each packet (E|U1 - U2|
+    # = 2 * 30 / 3 for this uniform draw), as the receiver sees it in arrival order.
+    seen = 0.0
+    for before, after in itertools.pairwise(delays_ms):
+        seen += (abs(after - before) - seen) / 16
+    assert 14 <= stats.transit_jitter_ms <= 28 and abs(stats.transit_jitter_ms - seen) <= 3
 
 
 async def test_no_impairment_forwards_everything_in_order_at_once():

@@ -1,7 +1,7 @@
 """Real calls to an agent nobody here wrote: a Pipecat bot (SmallWebRTC, Silero VAD, Whisper,
 Piper, RTVI, a scripted card-dispute flow; tests/third_party/pipecat_bot.py) on 127.0.0.1.
 
-Two calls, one after the other (each ~50 s): Pipecat's own ending (0.5 s after the goodbye it
+Two calls at once (each ~50 s): Pipecat's own ending (0.5 s after the goodbye it
 ends its pipeline; the transport sends SmallWebRTC's signalling "peerLeft" and closes the peer
 connection) and a bot that closes the peer connection without any message (`?peer_left=0`).
 Either way the caller must hang up within seconds of the close, not wait for max_call_s. The
@@ -63,13 +63,15 @@ def calls(bot, tmp_path_factory) -> dict[str, tuple[dict, dict]]:
 
 async def _place(offer_url: str, out) -> dict[str, dict]:
     models = await load_caller_models()
-    records = {}
-    for name, (query, state_format) in CALLS.items():
+
+    async def one(name: str, query: str, state_format: str) -> tuple[str, dict]:
         target = Target(offer_url + query, signaling="json-offer", state_format=state_format)
         session = CallSession(resolve_persona("cooperative-john"), 1, target, models,
                               call_id=name, audio_path=out / f"{name}.wav", limits=LIMITS)
-        records[name] = (await session.run()).to_dict()
-    return records
+        return name, (await session.run()).to_dict()
+
+    # At once: the bot serves each offer in its own pipeline (one Whisper model for all).
+    return dict(await asyncio.gather(*(one(name, *how) for name, how in CALLS.items())))
 
 
 @pytest.mark.parametrize("name", CALLS)

@@ -24,10 +24,11 @@ from orchestration.local_agent import reference_agent
 pytestmark = pytest.mark.e2e
 
 AGENTS = {"clean": (), "ignore": ("--barge-in", "ignore")}
-# (name, agent, transport, persona, seed)
+# (name, agent, transport, persona, seed); phases one after the other, the calls of a phase at
+# once (two at a time: the speech models of two calls and two agent calls keep up on 2 cores).
 PHASES = [
-    [("pcm", "clean", "pcm-ws", "cooperative-john", 1)],
-    [("twilio", "clean", "twilio-ws", "cooperative-john", 1)],
+    [("pcm", "clean", "pcm-ws", "cooperative-john", 1),
+     ("twilio", "clean", "twilio-ws", "cooperative-john", 1)],
     [("twilio-barge", "clean", "twilio-ws", "impatient-sam", 5),
      ("twilio-barge-ignore", "ignore", "twilio-ws", "impatient-sam", 5)],
 ]

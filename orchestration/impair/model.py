@@ -89,6 +89,9 @@ class DirectionStats:
     duplicated: int = 0
     reordered: int = 0
     stalled: int = 0  # TCP chunks held by a blackhole
+    # RFC 3550 jitter of the time the relay held each datagram, as it really went out (its
+    # event loop's lateness included): what a receiver's jitter figure should show of it.
+    transit_jitter_ms: float = 0.0
 
     @property
     def dropped_total(self) -> int:
@@ -131,6 +134,7 @@ class Channel:
         self.rng = random.Random(f"{impairment.seed}:{name}")
         self._bad = False  # Gilbert-Elliott state
         self._enter_bad = impairment._enter_bad() if impairment.burst is not None else 0.0
+        self._last_transit_s: float | None = None
 
     def decide(self, size: int, elapsed_s: float) -> Fate:
         """The fate of a packet of size bytes arriving elapsed_s after the relay started."""
@@ -158,7 +162,14 @@ class Channel:
             stats.dropped[fate.drop] += 1
         return fate
 
-    def sent(self, size: int, copies: int = 1) -> None:
+    def sent(self, size: int, copies: int = 1, transit_s: float | None = None) -> None:
+        """A packet went on; transit_s: how long the relay held it (datagrams)."""
         self.stats.forwarded += 1
         self.stats.bytes_forwarded += size
         self.stats.duplicated += copies - 1
+        if transit_s is not None:
+            if self._last_transit_s is not None:
+                step_ms = abs(transit_s - self._last_transit_s) * 1000
+                jitter = self.stats.transit_jitter_ms
+                self.stats.transit_jitter_ms = round(jitter + (step_ms - jitter) / 16, 3)
+            self._last_transit_s = transit_s

@@ -25,35 +25,36 @@ class _Direction:
 
     def packet(self, data: bytes) -> None:
         loop = self.relay.loop
-        fate = self.channel.decide(len(data), loop.time() - self.relay.started)
+        arrived = loop.time()
+        fate = self.channel.decide(len(data), arrived - self.relay.started)
         if fate.drop:
             return
         copies = 2 if fate.duplicate else 1
-        due = loop.time() + fate.delay_s
+        due = arrived + fate.delay_s
         if fate.reorder and self._held is None:
             self.channel.stats.reordered += 1
             handle = loop.call_at(due + REORDER_WAIT_S, self._release)
-            self._held = (data, handle, copies)
+            self._held = (data, handle, copies, arrived)
             return
         held, self._held = self._held, None
         if held is not None:
             held[1].cancel()
         if due <= loop.time():  # synchronously, so a packet arriving next cannot overtake
-            self._out(data, copies, held)
+            self._out(data, copies, arrived, held)
         else:
-            loop.call_at(due, self._out, data, copies, held)
+            loop.call_at(due, self._out, data, copies, arrived, held)
 
-    def _out(self, data: bytes, copies: int, held=None) -> None:
+    def _out(self, data: bytes, copies: int, arrived: float, held=None) -> None:
         for _ in range(copies):
             self._send(data)
-        self.channel.sent(len(data), copies)
+        self.channel.sent(len(data), copies, self.relay.loop.time() - arrived)
         if held is not None:  # the packet held back goes right after this one
-            self._out(held[0], held[2])
+            self._out(held[0], held[2], held[3])
 
     def _release(self) -> None:
         held, self._held = self._held, None
         if held is not None:
-            self._out(held[0], held[2])
+            self._out(held[0], held[2], held[3])
 
 
 class _Listener(asyncio.DatagramProtocol):
