@@ -1,4 +1,4 @@
-"""The caller's voice: the persona's Piper voice, hesitations, and the line it speaks through."""
+"""The caller's voice: the persona's TTS voice, hesitations, and the line it speaks through."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from callers.line import CallerLine, GilbertElliott
 from callers.media import Utterance, utterance_from_pcm
 from callers.noise import NoiseBed, active_rms, render_async
 from callers.persona import Persona
-from callers.tts import Synthesizer
-from callers.tts_cache import CachedSynthesizer
+from callers.tts import TextToSpeech
 
 LEAD_MS = 30  # voice kept before the first loud window when gluing parts together
 # Spoken once per call to measure the persona's speech level for the noise SNR.
@@ -23,7 +22,7 @@ LEVEL_TEXT = "Hello, my name is on the account, and I am calling about a questio
 class CallerVoice:
     """Speaks text as the persona: its voice model, rate and timbre, hesitations included."""
 
-    def __init__(self, persona: Persona, tts: Synthesizer | CachedSynthesizer) -> None:
+    def __init__(self, persona: Persona, tts: TextToSpeech) -> None:  # a CachedSynthesizer
         self.persona = persona
         self.tts = tts
 
@@ -64,8 +63,10 @@ def persona_seed(persona: Persona) -> int:
 
 
 async def caller_line(persona: Persona, seed: int, voice: CallerVoice,
-                      babble_tts: Synthesizer) -> CallerLine | None:
-    """The persona's environment and phone line as a CallerLine, or None for a clean line."""
+                      babble_tts: TextToSpeech) -> CallerLine | None:
+    """The persona's environment and phone line as a CallerLine, or None for a clean line.
+    babble_tts speaks the few babble sentences of a noise bed, once per process (callers.noise):
+    Piper, or the TTS service with `speech.tts: openai` (a handful of requests, not per call)."""
     env, line = persona.environment, persona.line
     if env.noise == "none" and not line.band_limit and line.packet_loss_pct == 0:
         return None

@@ -25,6 +25,8 @@ FAILURE_REASONS = {
     "sip_bad_answer": "the SIP target answered with an SDP we cannot use (no G.711 in common)",
     "stt_unavailable": "the speech-to-text service (speech.stt: openai) failed or did not "
                        "answer in time, so the agent could not be heard",
+    "tts_unavailable": "the text-to-speech service (speech.tts: openai) failed or did not "
+                       "answer in time, so the caller could not speak",
     "no_agent_audio": "the agent never spoke",
     "media_timeout": "the agent's audio stopped arriving mid-call (no close, no BYE)",
     "remote_hangup_early": "the agent hung up mid-flow, before the caller's goal was met",

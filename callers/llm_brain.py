@@ -38,8 +38,9 @@ MAX_REPLY_TOKENS = 80
 _ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 
 
-class LLMConfig(BaseModel):
-    """Where the LLM is and how to call it; holds the key's variable name, never the key."""
+class EndpointConfig(BaseModel):
+    """An OpenAI-compatible service: where it is, which model, and the name of the variable
+    holding its key (never the key)."""
 
     # Inputs are kept out of error text: a key pasted into api_key_env must not be echoed.
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
@@ -48,7 +49,6 @@ class LLMConfig(BaseModel):
     model: str = Field(min_length=1)
     api_key_env: str = Field(default="OPENAI_API_KEY", min_length=1)
     timeout_s: float = Field(default=8.0, gt=0, le=600, allow_inf_nan=False)
-    temperature: float = Field(default=0.7, ge=0, le=2)
 
     @field_validator("base_url")
     @classmethod
@@ -65,6 +65,12 @@ class LLMConfig(BaseModel):
             raise ValueError("must be the name of an environment variable in capitals, like "
                              "OPENAI_API_KEY (the variable holds the key; never the key itself)")
         return value
+
+
+class LLMConfig(EndpointConfig):
+    """Where the LLM is and how to call it; holds the key's variable name, never the key."""
+
+    temperature: float = Field(default=0.7, ge=0, le=2)
 
 
 class LLMUnavailable(Exception):

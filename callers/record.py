@@ -93,7 +93,8 @@ class CallRecord:
     # seconds_scored, cost_s[, skipped]}; None: not scored (a call that never reached a host).
     audio_quality: dict[str, Any] | None = None
     # How the caller heard the agent: {} = transcribed; {"stt": "none"} = not transcribed (run
-    # config speech.stt): the agent's turns are timed, their text is empty, not silent.
+    # config speech.stt): the agent's turns are timed, their text is empty, not silent. With
+    # speech.tts openai, also how the caller spoke: {tts, tts_base_url, tts_model, tts_voice}.
     speech: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

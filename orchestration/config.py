@@ -15,6 +15,7 @@ from callers.inputs import check_env_name, check_url, excerpt
 from callers.safe_yaml import load_yaml
 from callers.llm_brain import LLMConfig
 from callers.stt_openai import OpenAISTTConfig
+from callers.tts_openai import OpenAITTSConfig
 from callers.transport import Target
 from evaluation.llm_judge import JudgeConfig
 from evaluation.compare import RegressionConfig
@@ -288,28 +289,48 @@ class EvaluationConfig(_Model):
 
 
 class SpeechConfig(_Model):
-    """How callers hear the agent. `stt: local` transcribes each agent turn in-process
+    """How callers hear the agent and speak. `stt: local` transcribes each agent turn in-process
     (faster-whisper, most of a caller's CPU), one segment at a time; `stt: batched` does too,
     but a host's calls share micro-batched decodes (callers.stt_batch: ~4x the segments per
     core, benchmarks/stt_batching.py); `stt: none` loads no Whisper and transcribes
     nothing: agent turns are still found (VAD) and timed, with empty text, for load, pacing
-    and soak runs whose scenarios all have a `script:` (nothing has to understand the agent)."""
+    and soak runs whose scenarios all have a `script:` (nothing has to understand the agent).
+    `tts: piper` speaks in-process (Piper, one thread per host); `tts: openai` has a service
+    speak every caller in one voice (personas' Piper models do not apply)."""
 
     stt: Literal["local", "batched", "openai", "none"] = "local"
     # stt: openai: an OpenAI-compatible /v1/audio/transcriptions service (speaches, vLLM's
     # Whisper...): base_url, model, api_key_env (the variable's name; never the key), timeout_s
     openai: OpenAISTTConfig | None = None
+    tts: Literal["piper", "openai"] = "piper"
+    # tts: openai: an OpenAI-compatible /v1/audio/speech service (OpenAI, speaches, Kokoro...):
+    # base_url, model, voice, api_key_env, timeout_s, response_format (wav | pcm), sample_rate
+    openai_tts: OpenAITTSConfig | None = None
 
     @model_validator(mode="after")
     def _service_named(self) -> SpeechConfig:
         if self.stt == "openai" and self.openai is None:
             raise ValueError("stt: openai needs an openai: section (base_url, model, "
                              "api_key_env)")
+        if self.tts == "openai" and self.openai_tts is None:
+            raise ValueError("tts: openai needs an openai_tts: section (base_url, model, "
+                             "voice, api_key_env)")
         return self
 
     def openai_dict(self) -> dict[str, Any] | None:
         """The service section as plain data, for hosts (only with stt: openai)."""
         return self.openai.model_dump() if self.stt == "openai" and self.openai else None
+
+    def openai_tts_dict(self) -> dict[str, Any] | None:
+        """The TTS service section as plain data, for hosts (only with tts: openai)."""
+        return (self.openai_tts.model_dump() if self.tts == "openai" and self.openai_tts
+                else None)
+
+    def services(self) -> list[tuple[str, Any]]:
+        """(section name, config) of each speech service this run uses."""
+        return [(name, section) for name, section, used in (
+            ("openai", self.openai, self.stt == "openai"),
+            ("openai_tts", self.openai_tts, self.tts == "openai")) if used]
 
 
 class RunConfig(_Model):
@@ -438,10 +459,11 @@ def _check_personas(path: Path, config: RunConfig) -> None:
             except ConfigError as e:
                 raise ConfigError(f"{path}: {e}") from None
     check_speech(config, scenarios, str(path))
-    if config.speech.stt == "openai" and not os.environ.get(config.speech.openai.api_key_env):
-        raise ConfigError(f"{path}: speech.openai.api_key_env: environment variable "
-                          f"{config.speech.openai.api_key_env} (the API key for "
-                          f"{config.speech.openai.base_url}) is not set")
+    for name, service in config.speech.services():
+        if not os.environ.get(service.api_key_env):
+            raise ConfigError(f"{path}: speech.{name}.api_key_env: environment variable "
+                              f"{service.api_key_env} (the API key for {service.base_url}) "
+                              "is not set")
 
 
 def check_speech(config: RunConfig, scenarios: dict[str, Any], where: str) -> None:

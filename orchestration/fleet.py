@@ -59,6 +59,8 @@ class HostPool:
     null_call_s: float | None
     stt: str = "local"  # the run config's speech.stt: "none" loads no Whisper
     stt_openai: dict[str, Any] | None = None  # speech.openai, for stt: openai
+    tts: str = "piper"  # the run config's speech.tts
+    tts_openai: dict[str, Any] | None = None  # speech.openai_tts, for tts: openai
     hosts: list[HostSlot] = field(default_factory=list)
     replaced: int = 0
 
@@ -66,7 +68,8 @@ class HostPool:
         remote = ray.remote(CallerHostImpl).options(
             num_cpus=1, max_concurrency=100_000, max_restarts=0, scheduling_strategy="SPREAD"
         )
-        return remote.remote(self.run_dir, self.null_call_s, self.stt, self.stt_openai)
+        return remote.remote(self.run_dir, self.null_call_s, self.stt, self.stt_openai,
+                             self.tts, self.tts_openai)
 
     async def start(self, count: int) -> None:
         self.hosts = [HostSlot(self._new_actor()) for _ in range(count)]
@@ -160,7 +163,8 @@ class Fleet:
         self.stats = SchedulerStats()
         self.records: dict[str, dict[str, Any]] = {}
         self.pool = HostPool(str(store.run_dir.resolve()), config.fleet.null_call_s,
-                             stt=config.speech.stt, stt_openai=config.speech.openai_dict())
+                             stt=config.speech.stt, stt_openai=config.speech.openai_dict(),
+                             tts=config.speech.tts, tts_openai=config.speech.openai_tts_dict())
         self.stop = asyncio.Event()
         judge = config.evaluation.judge  # asked here, in the driver: only it grades
         self.judge = LLMJudge(judge) if judge is not None else None

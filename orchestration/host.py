@@ -117,14 +117,18 @@ class CallerHostImpl:
     """Loads the speech models once; places calls given as plain dict specs."""
 
     def __init__(self, run_dir: str, null_call_s: float | None = None,
-                 stt: str = "local", stt_openai: dict[str, Any] | None = None) -> None:
+                 stt: str = "local", stt_openai: dict[str, Any] | None = None,
+                 tts: str = "piper", tts_openai: dict[str, Any] | None = None) -> None:
         """stt: the run config's speech.stt ("none": no Whisper is loaded; script scenarios;
-        "openai": stt_openai, its speech.openai section, says where the service is)."""
+        "openai": stt_openai, its speech.openai section, says where the service is); tts:
+        its speech.tts ("openai": tts_openai, its speech.openai_tts section)."""
         restore_priority()
         self.run_dir = Path(run_dir)
         self.null_call_s = null_call_s
         self.stt = stt
         self.stt_openai = stt_openai
+        self.tts = tts
+        self.tts_openai = tts_openai
         self.models: CallerModels | None = None
         self.personas: dict[str, Persona] = {}
         self.scenarios: dict[str, Scenario] = {}
@@ -142,8 +146,9 @@ class CallerHostImpl:
         if self.null_call_s is None:
             async with self._loading:
                 if self.models is None:
-                    self.models = await load_caller_models(stt=self.stt,
-                                                           openai=self.stt_openai)
+                    self.models = await load_caller_models(
+                        stt=self.stt, openai=self.stt_openai,
+                        tts=self.tts, openai_tts=self.tts_openai)
                     if self.node_id is not None:  # a process of its own (a Ray actor)
                         freeze_start_up()
         return {"pid": os.getpid(), "node": os.uname().nodename, "node_id": self.node_id}

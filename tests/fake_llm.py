@@ -55,6 +55,26 @@ class FakeLLM:
         return response
 
 
+class ScriptedFailures:
+    """Base of a loopback service that fails on purpose: `fail` holds ("status", code) or
+    ("sleep", seconds) steps, one per request; `requests` is what each request carried."""
+
+    def __init__(self) -> None:
+        self.fail: list[tuple] = []
+        self.requests: list[dict] = []
+        self.url = ""
+
+    async def failure(self, echoed: str = "") -> web.Response | None:
+        """This request's scripted error (its body echoes `echoed`, which a client must never
+        repeat), after its scripted sleep, or None."""
+        step = self.fail.pop(0) if self.fail else None
+        if step and step[0] == "status":
+            return web.json_response({"error": {"message": f"boom {echoed}"}}, status=step[1])
+        if step and step[0] == "sleep":
+            await asyncio.sleep(step[1])
+        return None
+
+
 @contextlib.asynccontextmanager
 async def loopback_v1(app: web.Application, shutdown_timeout: float = 1.0):
     """Serve app on a free 127.0.0.1 port for the block; yields its /v1 base URL."""

@@ -19,20 +19,18 @@ from callers.audio import STT_RATE, resample
 from callers.errors import CallFailed, ConfigError
 from callers.stt import Transcriber
 from callers.stt_openai import OpenAISTTConfig, OpenAITranscriber
-from tests.fake_llm import loopback_v1
+from tests.fake_llm import ScriptedFailures, loopback_v1
 
 KEY_ENV = "CALLFLEET_TEST_STT_KEY"
 KEY = "sk-stt-canary-3b1f"
 
 
-class SpeechService:
-    """POST /v1/audio/transcriptions; `fail` holds ("status", code) or ("sleep", s) steps."""
+class SpeechService(ScriptedFailures):
+    """POST /v1/audio/transcriptions, decoded with the real Whisper model."""
 
     def __init__(self, whisper: Transcriber | None = None) -> None:
+        super().__init__()
         self.whisper = whisper
-        self.fail: list[tuple] = []
-        self.requests: list[dict] = []
-        self.url = ""
 
     async def handle(self, request: web.Request) -> web.Response:
         form = await request.post()
@@ -43,11 +41,9 @@ class SpeechService:
         self.requests.append({"auth": request.headers.get("Authorization"), "rate": rate,
                               "channels": channels, "samples": audio.size,
                               "fields": {k: v for k, v in form.items() if k != "file"}})
-        step = self.fail.pop(0) if self.fail else None
-        if step and step[0] == "status":
-            return web.json_response({"error": {"message": f"boom {KEY}"}}, status=step[1])
-        if step and step[0] == "sleep":
-            await asyncio.sleep(step[1])
+        failed = await self.failure(KEY)
+        if failed is not None:
+            return failed
         text = (await self.whisper.transcribe(audio, form.get("prompt"))).text
         return web.json_response({"text": text})
 
