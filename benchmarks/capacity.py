@@ -3,15 +3,16 @@ scripted brain) on ONE CallerHost pinned to core 0, against a lean reference age
 no Whisper, pre-rendered prompts) pinned to core 1, so the agent is not what gives way.
 
 Per concurrency level: calls completed, the worst call's outgoing pacing p99 and loop lag p99,
-the reply-late rate (caller replies that missed their planned time, as in summary.json), the
+the reply-late rate (caller replies that missed their planned time, as in summary.json; also
+for the 700 ms personas alone), when replies were in hand after the agent's end, the
 response latency p50, the host's CPU (cores busy, % of a core per caller) and memory per caller,
 the agent's CPU over the level (cores busy: it had room or not), and each core's busy share
 (what else ran there). A level sustains when every call completed, pacing p99 <= 20 ms and the
 reply-late rate <= 5 %. Writes this backend's entry of benchmarks/results/capacity.json (the
 other backends' entries are kept).
 
-    .venv/bin/python benchmarks/capacity.py --stt local|batched [LEVEL ...]
-        (default levels: local 2 4 6 8; batched 4 8 12 16)
+    .venv/bin/python benchmarks/capacity.py --stt local|batched [--rounds N] [LEVEL ...]
+        (default levels: local 2 4 6 8; batched 4 8 12 16; a level places level x N calls)
 """
 
 from __future__ import annotations
@@ -30,13 +31,18 @@ import numpy as np
 import ray
 
 from evaluation.summary import summarize
+from callers.persona import resolve_persona
 from orchestration.config import RunConfig
 from orchestration.fleet import start_ray
 from orchestration.local_agent import reference_agent_process
 from one_host import pin_process, run_on_one_host
 from results_file import RESULTS, write_result
 
-PERSONAS = {"cooperative-john": 1, "hesitant-maria": 1, "corrector-david": 1}
+# Replying 1500 ms (john, david), 2000 ms (maria) and 700 ms (emily) after the agent ends:
+# a fast persona's reply is late first when the caller is short of CPU.
+PERSONAS = {"cooperative-john": 1, "hesitant-maria": 1, "corrector-david": 1,
+            "fast-talker-emily": 1}
+FAST_REPLY_MS = 700
 HOST_CORE, AGENT_CORE = 0, 1
 PACING_LIMIT_MS = 20.0
 REPLY_LATE_LIMIT = 0.05
@@ -83,11 +89,13 @@ def stage_ms(records: list[dict]) -> dict[str, dict]:
             for name, v in sorted(spans.items())}
 
 
-async def measure(level: int, stt: str, base_url: str, agent_pid: int, run_dir: Path) -> dict:
+async def measure(level: int, stt: str, base_url: str, agent_pid: int, run_dir: Path,
+                  rounds: int) -> dict:
     config = RunConfig.model_validate({
         "name": f"capacity-{stt}-{level}",
         "target": {"url": "reference"}, "personas": PERSONAS,
-        "load": {"total_calls": level, "max_concurrency": level, "calls_per_second": 4},
+        "load": {"total_calls": level * rounds, "max_concurrency": level,
+                 "calls_per_second": 4},
         "fleet": {"hosts": 1},
         "speech": {"stt": stt},
     })
@@ -104,6 +112,7 @@ async def measure(level: int, stt: str, base_url: str, agent_pid: int, run_dir: 
     backends = sorted({(r.get("speech") or {}).get("stt", "?") for r in records})
     result = {
         "concurrent_callers": level,
+        "calls": level * rounds,
         "completed": sum(r["status"] == "completed" for r in records),
         "status": dict(Counter(r["status"] for r in records)),
         "failure_reasons": dict(Counter(r["failure_reason"] for r in records
@@ -113,6 +122,10 @@ async def measure(level: int, stt: str, base_url: str, agent_pid: int, run_dir: 
         "loop_lag_ms_p99_worst_call": round(max(lag, default=0.0), 2),
         "reply_late_rate": generator["reply_late_rate"],
         "replies": generator["replies"],
+        # the 700 ms personas' own replies, and when replies were in hand after the agent's end
+        "reply_late_rate_fast_personas": late_rate(
+            [r for r in records if reply_after_ms(r["persona"]) <= FAST_REPLY_MS]),
+        "reply_ready_ms": generator["reply_ready_ms"],
         "latency_ms_p50": _pct([v for r in records for v in
                                (r.get("metrics") or {}).get("response_latency_ms", [])], 50),
         "host_cpu_cores_busy": round(busy_cores, 3),
@@ -128,22 +141,34 @@ async def measure(level: int, stt: str, base_url: str, agent_pid: int, run_dir: 
                       for c in sorted(cores1)},
         "stages": stage_ms(records),
         "tts_cache_hit_rate": generator["tts_cache"]["hit_rate"],
+        # the host's batcher as the last call saw it: batch sizes, decode and queue times
+        "stt_batcher": max((r["speech"]["batcher"] for r in records
+                            if (r.get("speech") or {}).get("batcher")),
+                           key=lambda b: b["segments"], default=None),
         "stt_in_records": backends,
         "host_threads_repinned": run.get("host_threads_repinned"),
         "wall_s": round(run["wall_s"], 1),
         "other_benchmarks_running": others,
     }
-    result["sustains"] = (result["completed"] == level
+    result["sustains"] = (result["completed"] == level * rounds
                           and result["pacing_late_ms_p99_worst_call"] <= PACING_LIMIT_MS
                           and (result["reply_late_rate"] or 0.0) <= REPLY_LATE_LIMIT)
     return result
+
+
+def reply_after_ms(persona_id: str) -> float:
+    return resolve_persona(persona_id).temperament.reply_after_ms
+
+
+def late_rate(records: list[dict]) -> float | None:
+    return summarize(records, run_id="fast", target="-")["generator"]["reply_late_rate"]
 
 
 def _pct(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 1) if values else None
 
 
-async def run_levels(levels: list[int], stt: str, agent_nice: int,
+async def run_levels(levels: list[int], stt: str, agent_nice: int, rounds: int,
                      runs_dir: Path | None) -> tuple[list[dict], dict]:
     results = []
     with reference_agent_process("--lean") as (agent, base_url):
@@ -154,10 +179,10 @@ async def run_levels(levels: list[int], stt: str, agent_nice: int,
             if runs_dir is not None:  # kept: records and recordings to look into
                 run_dir = runs_dir / f"{stt}-{level}"
                 run_dir.mkdir(parents=True, exist_ok=True)
-                result = await measure(level, stt, base_url, agent.pid, run_dir)
+                result = await measure(level, stt, base_url, agent.pid, run_dir, rounds)
             else:
                 with tempfile.TemporaryDirectory() as tmp:
-                    result = await measure(level, stt, base_url, agent.pid, Path(tmp))
+                    result = await measure(level, stt, base_url, agent.pid, Path(tmp), rounds)
             result["agent_threads_repinned"] = pin_process(agent.pid, {AGENT_CORE})
             print(json.dumps(result), flush=True)
             results.append(result)
@@ -168,7 +193,8 @@ COLUMNS = [  # (header, key, format)
     ("callers", "concurrent_callers", "{}"), ("done", "completed", "{}"),
     ("pace p99", "pacing_late_ms_p99_worst_call", "{:.1f}"),
     ("lag p99", "loop_lag_ms_p99_worst_call", "{:.1f}"),
-    ("late", "reply_late_rate", "{:.1%}"), ("lat p50", "latency_ms_p50", "{:.0f}"),
+    ("late", "reply_late_rate", "{:.1%}"), ("late 700ms", "reply_late_rate_fast_personas", "{:.1%}"),
+    ("lat p50", "latency_ms_p50", "{:.0f}"),
     ("host cores", "host_cpu_cores_busy", "{:.2f}"),
     ("%core/caller", "cpu_pct_of_core_per_caller", "{:.1f}"),
     ("MB/caller", "rss_mb_per_caller", "{:.1f}"),
@@ -216,6 +242,9 @@ def main() -> None:
                         help="the callers' speech.stt")
     parser.add_argument("--agent-nice", type=int, default=0,
                         help="niceness of the agent process (pinned to its own core anyway)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="calls per level = level x rounds (more than 1: the level is held "
+                             "as calls end and new ones start, past the first burst)")
     parser.add_argument("--note", default="", help="added to this backend's notes")
     parser.add_argument("--runs-dir", type=Path,
                         help="keep each level's run directory under this one")
@@ -224,7 +253,8 @@ def main() -> None:
     if len(os.sched_getaffinity(0)) < 2:
         raise SystemExit("capacity.py needs 2 cores: the host on core 0, the agent on core 1")
     start_ray()
-    results, agent = asyncio.run(run_levels(levels, args.stt, args.agent_nice, args.runs_dir))
+    results, agent = asyncio.run(run_levels(levels, args.stt, args.agent_nice, args.rounds,
+                                            args.runs_dir))
     ray.shutdown()
     print(f"\nstt {args.stt}:\n{table(results)}\n", flush=True)
     sustained = [r["concurrent_callers"] for r in results if r["sustains"]]
@@ -236,6 +266,7 @@ def main() -> None:
     entry = {
         "command": f"benchmarks/capacity.py --stt {args.stt} "
                    f"{' '.join(map(str, levels))}"
+                   + (f" --rounds {args.rounds}" if args.rounds > 1 else "")
                    + (f" --agent-nice {args.agent_nice}" if args.agent_nice else ""),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "stt": args.stt,

@@ -123,17 +123,20 @@ def main() -> None:
     plain, plain_row = measure("one at a time (30 s window)",
                                lambda: [alone.transcribe_sync(c).text for c in clips])
 
-    def in_batches() -> list[str]:
+    def in_batches(size: int) -> list[str]:
         out: list[str] = []
-        for i in range(0, len(clips), args.batch):
-            batch = [(c, None) for c in clips[i:i + args.batch]]
+        for i in range(0, len(clips), size):
+            batch = [(c, None) for c in clips[i:i + size]]
             out += [t.text for t in batched.decode_batch(batch)]
         return out
 
+    # batches of 1 in the same short window: what the window saves apart from batching
+    lone, lone_row = measure("one at a time, short window (batch of 1)", lambda: in_batches(1))
+    batched.stats.__init__()
     grouped, grouped_row = measure(f"batches of {args.batch} (padded to the longest)",
-                                   in_batches)
+                                   lambda: in_batches(args.batch))
     rows = []
-    for row, texts in ((plain_row, plain), (grouped_row, grouped)):
+    for row, texts in ((plain_row, plain), (lone_row, lone), (grouped_row, grouped)):
         row["wer_pct"] = wer(lines, texts)
         row["segments_per_cpu_s"] = round(len(clips) / row["cpu_s"], 2)
         row["audio_s_per_cpu_s"] = round(audio_s / row["cpu_s"], 2)
@@ -142,12 +145,16 @@ def main() -> None:
               for s, a, b in zip(lines, plain, grouped, strict=True) if words(a) != words(b)]
     result = {
         "about": "Whisper tiny.en int8 (1 thread) on the reference agent's lines (Piper, G.711 "
-                 "mu-law): one segment at a time through the 30 s window vs micro-batches "
-                 "padded to their longest segment",
+                 "mu-law): one segment at a time through the 30 s window, one at a time through "
+                 "the short window (at least 10 s), and micro-batches padded to their longest "
+                 "segment",
         "command": f"benchmarks/stt_batching.py --batch {args.batch}",
         "segments": len(clips), "audio_s": round(audio_s, 1), "rows": rows,
-        "wer_difference_points": round(rows[1]["wer_pct"] - rows[0]["wer_pct"], 2),
-        "speedup_per_cpu": round(rows[0]["cpu_s"] / rows[1]["cpu_s"], 2),
+        "wer_difference_points": round(rows[2]["wer_pct"] - rows[0]["wer_pct"], 2),
+        "speedup_per_cpu": round(rows[0]["cpu_s"] / rows[2]["cpu_s"], 2),
+        # of which the short window alone (batch of 1) and batching on top of it
+        "speedup_from_window": round(rows[0]["cpu_s"] / rows[1]["cpu_s"], 2),
+        "speedup_from_batching": round(rows[1]["cpu_s"] / rows[2]["cpu_s"], 2),
         "batch_stats": batched.stats.as_dict(),
         "transcripts_that_differ": differ,
     }
@@ -155,7 +162,8 @@ def main() -> None:
         print(f"{row['decoder']:42} WER {row['wer_pct']:5.2f} %  "
               f"{row['segments_per_cpu_s']:6.2f} segments per CPU-second")
     print(f"WER difference {result['wer_difference_points']} points, "
-          f"{result['speedup_per_cpu']}x per CPU, {len(differ)} transcripts differ, "
+          f"{result['speedup_per_cpu']}x per CPU (window {result['speedup_from_window']}x, "
+          f"batching {result['speedup_from_batching']}x), {len(differ)} transcripts differ, "
           f"fallbacks {batched.stats.fallbacks}")
     write_result("stt_batching", result)
     batched.close()

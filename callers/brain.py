@@ -8,6 +8,7 @@ work (speaking a date, finding a read-back, comparing values).
 from __future__ import annotations
 
 import asyncio
+import copy
 import random
 import re
 import time
@@ -218,6 +219,11 @@ class Brain(ABC):
         it is spoken (the agent may stop talking first, and then it never is)."""
         return self._anticipate()
 
+    def rehearse(self) -> list[str]:
+        """The lines this caller expects to say, to be spoken ahead into the TTS cache while
+        the agent talks; only a brain that knows its words ahead returns any."""
+        return []
+
     def said(self, reply: Reply) -> None:
         """Record that reply was spoken: its facts count as given (again is harmless)."""
         self._record_facts(reply.facts)
@@ -279,7 +285,23 @@ class ScriptedBrain(Brain):
 
     def decide(self, agent_text: str) -> Reply:
         """The scripted reply to one agent utterance (advances the seeded phrasing choice)."""
-        key = self.questions.classify(agent_text)
+        return self._reply_to(self.questions.classify(agent_text), agent_text)
+
+    def rehearse(self) -> list[str]:
+        """The answers to the scenario's required facts asked in the scenario's order, decided
+        by a copy of this brain: the same seeded words as the real answers when the agent asks
+        in that order (this brain's own choices are untouched; another order gives other words,
+        and what was spoken ahead goes unused)."""
+        twin = copy.deepcopy(self)
+        lines = []
+        for item in self.call_facts:
+            if item.spec.required and item.name not in twin.facts_given:
+                reply = twin._reply_to(item.name, "")
+                twin._record_facts(reply.facts)
+                lines.append(reply.text)
+        return lines
+
+    def _reply_to(self, key: str, agent_text: str) -> Reply:
         corrections = self._corrections(agent_text)
         if key == "other" and not corrections:
             self._unclear_in_a_row += 1

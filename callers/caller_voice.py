@@ -30,6 +30,10 @@ class CallerVoice:
         voice = self.persona.voice
         return await self.tts.synthesize(text, voice.speaking_rate, voice.variant)
 
+    async def prepare(self, text: str) -> None:
+        """Synthesize text now (into the TTS cache) for an utterance made later."""
+        await self._pcm(text)
+
     async def utterance(self, text: str, *, mode: str = "turn",
                         hesitation: tuple[str, float] | None = None) -> Utterance:
         """The utterance for text; a hesitation puts "filler, <pause>" before it."""

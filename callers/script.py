@@ -43,6 +43,10 @@ class ScriptBrain(Brain):
             return self.turns[self._next - 1]
         return None
 
+    def rehearse(self) -> list[str]:
+        """Every line the script has the caller's voice say, in order (not recorded turns)."""
+        return [t.say for t in self.turns if t.say and not t.wav]
+
     async def _decide(self, agent_text: str, history: list[tuple[str, str]]) -> Reply:
         if self.goal_met or self.turns[self._next].into_agent_turn_ms is not None:
             return Reply("", intent="script")  # nothing to say now (or it waits for a turn)

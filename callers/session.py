@@ -35,6 +35,8 @@ from callers.vad import SpeechSegment, SpeechSegmenter
 
 log = logging.getLogger(__name__)
 
+EARLY_STT_MS = 100  # the agent's silence after which its speech so far is transcribed
+
 
 @dataclass
 class CallerModels:
@@ -48,6 +50,8 @@ class CallerModels:
     tts: TextToSpeech
     voices: dict[str, TextToSpeech] = field(default_factory=dict)  # other Piper models by path
     tts_cache: TTSCache = field(default_factory=TTSCache)  # every voice's phrases, 64 MB
+    # Calls' lines spoken ahead (CallSession._speak_ahead) go one at a time per process.
+    speak_ahead: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
 
     async def voice(self, model: str | None) -> TextToSpeech:
         """The synthesizer for a persona's voice model, loaded once per process. A TTS service
@@ -68,7 +72,8 @@ async def load_caller_models(stt: Literal["local", "batched", "openai", "none"] 
                              tts: Literal["piper", "openai"] = "piper",
                              openai_tts: dict[str, Any] | None = None) -> CallerModels:
     """Load Whisper and Piper once per process, off the event loop, and warm them up.
-    stt batched: the process's calls share micro-batched decodes (callers.stt_batch);
+    stt batched: Whisper through a 10 s window, the process's calls sharing its decode thread
+    (callers.stt_batch);
     stt openai: an OpenAI-compatible service transcribes (openai: its speech.openai section);
     stt none: no Whisper is loaded (the calls transcribe nothing);
     tts openai: an OpenAI-compatible service speaks (openai_tts: its speech.openai_tts
@@ -154,7 +159,11 @@ class CallSession:
         self.track = OutgoingAudioTrack(self.playout, self.clock)
         self.received16: list[tuple[float, np.ndarray]] = []
         self.agent_segments: asyncio.Queue[SpeechSegment] = asyncio.Queue()
-        self.segmenter = SpeechSegmenter(hangover_ms=300)
+        # The agent's speech is transcribed from its first 100 ms of silence (a "pause"), not
+        # after the 300 ms hangover that ends a segment: the reply is ready 200 ms sooner.
+        self.segmenter = SpeechSegmenter(hangover_ms=300,
+                                         early_ms=EARLY_STT_MS if models.stt else None)
+        self._early_stt: dict[float, asyncio.Task] = {}  # a segment's start: its early decode
         self.transport: CallTransport | None = None  # made in run(): callers/transports/
         self.last_agent_end_ms = 0.0
         self.last_caller_end_ms = 0.0
@@ -173,6 +182,9 @@ class CallSession:
         self._turn_planned = False  # the agent's current turn already has its plan
         self._barged_in = False  # the caller interrupted the agent's current turn
         self.reply_late_ms: list[float] = []  # replies that missed their planned time
+        self.reply_ready_ms: list[float] = []  # agent's end to the caller's reply in hand
+        self.spoken_ahead: list[str] = []  # the brain's expected lines, synthesized ahead
+        self.said_as_rehearsed = 0  # replies whose words were among them
 
     # --- the call ------------------------------------------------------------------
 
@@ -210,10 +222,24 @@ class CallSession:
     async def _connect(self) -> None:
         await self.transport.connect(self.limits.connect_timeout_s)
         self._event("connected")
+        self._tasks.append(asyncio.create_task(self._speak_ahead(), name="caller-speak-ahead"))
         self._tasks.append(asyncio.create_task(self._listen(), name="caller-listen"))
         if self.transport.continuous_media:
             self._tasks.append(asyncio.create_task(self._watch_media(),
                                                    name="caller-media-watch"))
+
+    async def _speak_ahead(self) -> None:
+        """Synthesize the lines the brain expects to say into the TTS cache while the agent
+        talks, so a reply is ready when the agent's turn ends even when every call of the host
+        answers at once. One line at a time per process (CallerModels.speak_ahead): a reply
+        needed now waits for at most one line spoken ahead."""
+        self.spoken_ahead = self.brain.rehearse()
+        for text in self.spoken_ahead:
+            async with self.models.speak_ahead:
+                try:
+                    await self.voice.prepare(text)
+                except Exception:  # noqa: BLE001 - the reply's own synthesis fails or not
+                    return
 
     async def _converse(self) -> None:
         """The conversation until either side ends it; then the agent's last words."""
@@ -332,7 +358,7 @@ class CallSession:
             raise CallFailed("caller_error", "speech.stt none needs a script scenario; "
                              f"{self.call_facts.scenario.id} has none")
         if self.models.stt is not None:
-            text = (await self._timed("stt", self.models.stt.transcribe(segment.audio))).text
+            text = (await self._segment_transcript(segment)).text
         if self.turns and self.turns[-1].speaker == "agent":  # the agent's turn goes on
             last = self.turns[-1]
             last.text = f"{last.text} {text}".strip()
@@ -340,6 +366,30 @@ class CallSession:
         else:
             self.turns.append(Turn("agent", text, segment.start_ms, segment.end_ms))
         return text
+
+    def _transcribe_early(self, paused: SpeechSegment) -> None:
+        """Start decoding the agent's speech so far; a later pause in the segment supersedes it."""
+        superseded = self._early_stt.pop(paused.start_ms, None)
+        if superseded is not None:
+            superseded.cancel()  # if still queued, never decoded
+        task = asyncio.ensure_future(self._decode(paused.audio))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # read if superseded
+        self._early_stt[paused.start_ms] = task
+
+    async def _segment_transcript(self, segment: SpeechSegment):
+        """The segment's transcript: the early decode when no speech followed its pause."""
+        early = self._early_stt.pop(segment.start_ms, None)
+        if early is not None and segment.as_paused:
+            return await early
+        if early is not None:
+            early.cancel()
+        return await self._decode(segment.audio)
+
+    async def _decode(self, audio: np.ndarray):
+        start = self.clock.ms()  # a stage only once decoded: a superseded one never ran
+        transcript = await self.models.stt.transcribe(audio)
+        self.stages.append(StageTiming("stt", start, self.clock.ms()))
+        return transcript
 
     async def _respond(self, agent_text: str) -> bool:
         """Reply to the agent's finished turn (or don't); True if the caller hangs up."""
@@ -375,8 +425,10 @@ class CallSession:
             self._event("caller_correction", facts=list(reply.corrections))
         if reply.aside:
             self._event("caller_aside", text=reply.aside)
+        self.said_as_rehearsed += reply.text in self.spoken_ahead
         utterance = await self._utterance_for(reply)
         if utterance is not None:
+            self.reply_ready_ms.append(round(self.clock.ms() - self.last_agent_end_ms, 1))
             late = self.clock.ms() + self.playout.delay_ms - speak_at
             if late > 0:  # decided after its planned time: an overloaded caller, counted
                 self.reply_late_ms.append(round(late, 1))
@@ -486,6 +538,8 @@ class CallSession:
                 if plan != AgentTurnPlan():
                     self._tasks.append(asyncio.create_task(
                         self._act_during_agent_turn(plan, event.t_ms), name="caller-interject"))
+        elif event.kind == "pause":
+            self._transcribe_early(event.segment)
         else:
             self._event("agent_speech_end", t_ms=event.t_ms)
             self.last_agent_end_ms = event.t_ms
@@ -582,6 +636,7 @@ class CallSession:
         self.track.stop()
         if self.transport is not None:
             await self.transport.close()
+        self._tasks.extend(self._early_stt.values())  # pauses the call ended in: not needed
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -605,6 +660,8 @@ class CallSession:
             "pacing_late_ms_p99": round(float(np.percentile(late, 99)), 2) if late else None,
             "frames_sent": len(late),
             "reply_late_ms": self.reply_late_ms,
+            "reply_ready_ms": self.reply_ready_ms,
+            "spoken_ahead": {"lines": len(self.spoken_ahead), "used": self.said_as_rehearsed},
         }
         if self.voice is not None and hasattr(self.voice.tts, "stats"):
             rec.generator["tts_cache"] = self.voice.tts.stats()  # this call's hits and misses
@@ -618,7 +675,8 @@ class CallSession:
         if self.models.stt is None:  # the agent's turns have no text: not silence, unheard
             rec.speech = {"stt": "none"}
         elif isinstance(self.models.stt, BatchedTranscriber):
-            rec.speech = {"stt": "batched"}
+            # the host's batcher so far (shared by its calls): batch sizes, decode and queue times
+            rec.speech = {"stt": "batched", "batcher": self.models.stt.stats.as_dict()}
         elif isinstance(self.models.stt, OpenAITranscriber):
             rec.speech = {"stt": "openai", "base_url": self.models.stt.config.base_url,
                           "model": self.models.stt.config.model}

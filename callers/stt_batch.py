@@ -1,6 +1,7 @@
 """Micro-batched speech to text: the segments a host's calls need transcribed within a short
 window are decoded together, each batch padded only to its longest segment (and at least
-MIN_WINDOW_S).
+MIN_WINDOW_S). On CPU the defaults decode one segment at a time (see WINDOW_MS): the short
+window is what saves the CPU.
 
 Whisper decodes one segment through a 30 s window today (callers.stt): the encoder's cost is
 per window, not per second of speech, and a 2 s answer pays for 30 s. Here a batch is padded
@@ -31,8 +32,13 @@ PAD_S = 0.5  # silence after the longest segment: Whisper needs some to end its 
 # against 16 % at 30 s; 16 % again at 10 s, a third of the cost).
 MIN_WINDOW_S = 10.0
 END_MARGIN_S = 0.1  # a segment starting this close to the audio's end is in the padding
-WINDOW_MS = 30.0  # how long a request waits for others to join its batch
-MAX_BATCH = 8
+# On CPU, batching itself saves nothing: CTranslate2 int8 on one thread decodes 8 segments
+# in one batch at 0.9x the segments per CPU-second of 8 lone decodes through the same short
+# window (benchmarks/stt_batching.py), and a batch's segments all wait for its last one. So a
+# request never waits for others (window 0) and goes alone (batch of 1): the short window is
+# the saving, a capacity run's STT tail is 3-5x shorter. Larger batches are for a GPU.
+WINDOW_MS = 0.0  # how long a request waits for others to join its batch
+MAX_BATCH = 1
 MAX_BATCH_S = 30.0  # Whisper's window: a longer segment is decoded alone, as before
 TOKENS_PER_S = 12  # the token cap: fast speech is ~5 tokens a second
 TOKENS_EXTRA = 12
@@ -51,11 +57,18 @@ class BatchStats:
     batches: int = 0
     segments: int = 0
     fallbacks: int = 0  # items decoded again alone (a loop, or too long to batch)
+    dropped: int = 0  # requests cancelled before their batch (a superseded early decode)
+    decode_s: float = 0.0  # the decode thread's time in batches, fallbacks included
+    wait_s: float = 0.0  # requests' time queued before their batch began
 
     def as_dict(self) -> dict:
-        return {"batches": self.batches, "segments": self.segments,
-                "fallbacks": self.fallbacks,
-                "mean_batch": round(self.segments / self.batches, 2) if self.batches else None}
+        n = self.segments
+        return {"batches": self.batches, "segments": n, "fallbacks": self.fallbacks,
+                "dropped": self.dropped,
+                "mean_batch": round(n / self.batches, 2) if self.batches else None,
+                "decode_ms_per_batch": round(1000 * self.decode_s / self.batches, 1)
+                if self.batches else None,
+                "queued_ms_mean": round(1000 * self.wait_s / n, 1) if n else None}
 
 
 class BatchedTranscriber:
@@ -103,9 +116,15 @@ class BatchedTranscriber:
             deadline = self._queue[0].queued + self.window_s
             while len(self._queue) < self.max_batch and time.perf_counter() < deadline:
                 await asyncio.sleep(min(0.005, max(0.0, deadline - time.perf_counter())))
-            batch, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
+            live = [r for r in self._queue if not r.future.done()]  # cancelled: not decoded
+            self.stats.dropped += len(self._queue) - len(live)
+            batch, self._queue = live[:self.max_batch], live[self.max_batch:]
             if self._queue:
                 self._wake.set()
+            if not batch:
+                continue
+            began = time.perf_counter()
+            self.stats.wait_s += sum(began - r.queued for r in batch)
             try:
                 texts = await loop.run_in_executor(self._pool, self.decode_batch,
                                                    [(r.audio, r.prompt) for r in batch])
@@ -150,6 +169,7 @@ class BatchedTranscriber:
                 out.append(self.alone.transcribe_sync(audio, prompt))
             else:
                 out.append(Transcript(text, seconds))
+        self.stats.decode_s += time.perf_counter() - began
         return out
 
     def _read(self, ids: list[int], duration_s: float, cap: int) -> str | None:

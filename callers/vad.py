@@ -50,11 +50,14 @@ class SpeechSegment:
     start_ms: float
     end_ms: float
     audio: np.ndarray
+    # The speech in it is exactly the speech of the segment's last "pause" event: nothing was
+    # voiced after that pause, so what was transcribed then is this segment's transcript.
+    as_paused: bool = False
 
 
 @dataclass
 class VadEvent:
-    kind: str  # "start" | "end"
+    kind: str  # "start" | "end" | "pause" (the speech so far, when early_ms is set)
     t_ms: float
     segment: SpeechSegment | None = None
 
@@ -70,10 +73,16 @@ class SpeechSegmenter:
         hangover_ms: int = 300,
         preroll_ms: int = 200,
         max_segment_s: float = 30.0,
+        early_ms: int | None = None,
     ) -> None:
         self._vad = webrtcvad.Vad(aggressiveness)
         self._start_frames = start_frames
         self._hangover_frames = max(1, hangover_ms // FRAME_MS)
+        # early_ms of silence inside a segment: a "pause" event with the speech so far, so a
+        # listener can start transcribing before the hangover decides the segment has ended
+        # (whisper's text for the same speech does not depend on the trailing silence).
+        self._early_frames = (None if early_ms is None
+                              else min(max(1, early_ms // FRAME_MS), self._hangover_frames - 1))
         self._max_frames = int(max_segment_s * 1000 / FRAME_MS)
         self._recent: deque[tuple[float, np.ndarray, bool]] = deque(
             maxlen=max(start_frames, preroll_ms // FRAME_MS)
@@ -111,6 +120,8 @@ class SpeechSegmenter:
             self._silent_run += 1
         if self._silent_run >= self._hangover_frames or len(self._frames) >= self._max_frames:
             return [self._finish()]
+        if self._early_frames and self._silent_run == self._early_frames:
+            return [self._pause()]
         return []
 
     @property
@@ -143,12 +154,18 @@ class SpeechSegmenter:
         self._recent.clear()
         return VadEvent("start", self._start_ms)
 
+    def _pause(self) -> VadEvent:
+        end_ms = self._refined_end(self._last_voiced_end_ms)
+        return VadEvent("pause", end_ms,
+                        SpeechSegment(self._start_ms, end_ms, np.concatenate(self._frames)))
+
     def _finish(self) -> VadEvent:
         self.in_speech = False
         end_ms = self._refined_end(self._last_voiced_end_ms)
         audio = np.concatenate(self._frames) if self._frames else np.zeros(0, np.int16)
         self._frames, self._times = [], []
-        segment = SpeechSegment(self._start_ms, end_ms, audio)
+        as_paused = self._early_frames is not None and self._silent_run >= self._early_frames
+        segment = SpeechSegment(self._start_ms, end_ms, audio, as_paused=as_paused)
         return VadEvent("end", end_ms, segment)
 
     def _contiguous(self, lo: int, hi: int, keep: int) -> tuple[float, np.ndarray]:

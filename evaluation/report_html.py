@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 from evaluation import report_visuals
 from evaluation.metrics import timeline_findings
-from evaluation.summary import loss_pct, network_degraded
+from evaluation.summary import generator_warnings, loss_pct, network_degraded
 
 REPORT_FILE = "report.html"
 MAX_CALLS = 5000  # transcript viewer cap; failed and flagged calls are listed first beyond it
@@ -747,9 +747,7 @@ def render_report(summary: dict[str, Any], records: list[dict[str, Any]],
     warnings = []
     if summary.get("partial"):
         warnings.append("Partial run: not every planned call finished.")
-    if (summary.get("generator") or {}).get("saturated"):
-        warnings.append("The callers themselves were overloaded (pacing p99 > 20 ms): latency "
-                        "figures from this run are not trustworthy.")
+    warnings += [f"{w[0].upper()}{w[1:]}." for w in generator_warnings(summary)]
     warn = "".join(f'<p class="bad-text">⚠ {esc(w)}</p>' for w in warnings)
     title = f"callfleet run {summary.get('run_id', '')}"
     return f"""<!DOCTYPE html>

@@ -10,6 +10,9 @@ import numpy as np
 
 Cache = dict[int, list[float]]
 SATURATED_PACING_MS = 20.0  # generator p99 lateness above which its own latency numbers lie
+# Replies ready after their planned time: above this share the callers were overloaded (a
+# caller has its reply within ~0.5 s of the agent's end when it has the CPU it needs).
+OVERLOADED_REPLY_LATE_RATE = 0.05
 KNEE_LATENCY_FACTOR = 2.0  # knee: p95 latency above this multiple of the lowest level's...
 KNEE_COMPLETION_DROP = 0.05  # ...or completion more than this many (5) points below it
 # Packet loss (%) from which a call's misunderstood facts may be the network's, not the agent's
@@ -411,18 +414,49 @@ def _generator(records: list[dict[str, Any]]) -> dict[str, Any]:
 
     pacing = worst("pacing_late_ms_p99")
     replies = late = 0
+    ready: list[float] = []
+    ahead = Counter()
     for r in records:
+        generator = r.get("generator") or {}
         replies += sum(1 for e in r.get("events") or () if e.get("kind") == "brain_reply")
-        late += len((r.get("generator") or {}).get("reply_late_ms") or ())
+        late += len(generator.get("reply_late_ms") or ())
+        ready += _numbers(generator.get("reply_ready_ms"))
+        spoken = generator.get("spoken_ahead")
+        if isinstance(spoken, dict):
+            ahead.update({k: int(_number(spoken.get(k)) or 0) for k in ("lines", "used")})
+    late_rate = _rate(late, replies)
     return {
         "pacing_late_ms_p99": pacing,
         "loop_lag_ms_p99": worst("loop_lag_ms_p99"),
         "saturated": pacing is not None and pacing > SATURATED_PACING_MS,
         # Caller replies not ready at their planned time (an overloaded caller answers late).
-        "reply_late_rate": _rate(late, replies),
+        "reply_late_rate": late_rate,
         "replies": replies,
+        "replies_overloaded": late_rate is not None and late_rate > OVERLOADED_REPLY_LATE_RATE,
+        # From the end of the agent's turn to the caller's reply decided and synthesized.
+        "reply_ready_ms": {"p50": percentile(ready, 50), "p95": percentile(ready, 95),
+                           "n": len(ready)},
+        # lines the callers synthesized ahead, and how many their replies then used
+        "spoken_ahead": {"lines": ahead["lines"], "used": ahead["used"]},
         "tts_cache": _tts_cache(records),
     }
+
+
+def generator_warnings(summary: dict[str, Any]) -> list[str]:
+    """What says the callers, not the agent, limited this run's figures (report, terminal)."""
+    generator = summary.get("generator") or {}
+    out = []
+    if generator.get("saturated"):
+        out.append("the callers themselves were overloaded (pacing p99 > "
+                   f"{SATURATED_PACING_MS:.0f} ms): latency figures from this run are not "
+                   "trustworthy")
+    if generator.get("replies_overloaded"):
+        ready = (generator.get("reply_ready_ms") or {}).get("p95")
+        out.append(f"{generator['reply_late_rate']:.0%} of the callers' replies were ready after "
+                   "the persona's reply time (ready p95 "
+                   f"{'-' if ready is None else f'{ready:.0f}'} ms after the agent's end): the "
+                   "callers were overloaded, so their turn timing is later than the personas ask")
+    return out
 
 
 def _tts_cache(records: list[dict[str, Any]]) -> dict[str, Any]:

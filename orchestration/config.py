@@ -290,9 +290,9 @@ class EvaluationConfig(_Model):
 
 class SpeechConfig(_Model):
     """How callers hear the agent and speak. `stt: local` transcribes each agent turn in-process
-    (faster-whisper, most of a caller's CPU), one segment at a time; `stt: batched` does too,
-    but a host's calls share micro-batched decodes (callers.stt_batch: ~4x the segments per
-    core, benchmarks/stt_batching.py); `stt: none` loads no Whisper and transcribes
+    (faster-whisper, most of a caller's CPU), one segment at a time; `stt: batched` decodes through a 10 s window
+    instead of Whisper's 30 s (callers.stt_batch: ~5x the segments per core,
+    benchmarks/stt_batching.py; one at a time on CPU, where batching saves nothing); `stt: none` loads no Whisper and transcribes
     nothing: agent turns are still found (VAD) and timed, with empty text, for load, pacing
     and soak runs whose scenarios all have a `script:` (nothing has to understand the agent).
     `tts: piper` speaks in-process (Piper, one thread per host); `tts: openai` has a service

@@ -8,6 +8,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from evaluation.summary import generator_warnings
+
 console = Console(highlight=False)
 
 
@@ -38,9 +40,8 @@ def print_summary(summary: dict[str, Any], run_dir: str) -> None:
         console.print(f"  failed: {reason} x{n}")
     if summary.get("partial"):
         console.print("[yellow]partial run: not every planned call finished[/yellow]")
-    if (summary.get("generator") or {}).get("saturated"):
-        console.print("[yellow]warning: the callers themselves were overloaded (pacing p99 > 20 ms);"
-                      " latency figures from this run are not trustworthy[/yellow]")
+    for warning in generator_warnings(summary):
+        console.print(f"[yellow]warning: {escape(warning)}[/yellow]")
     attribution = understanding.get("network_attribution") or {}
     if (attribution.get("lossy") or {}).get("calls"):  # said only when some call was lossy
         line = f"  understanding vs network: {escape(str(attribution.get('verdict')))}"

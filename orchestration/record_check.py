@@ -68,6 +68,7 @@ class _Generator(_Shape):
     loop_lag_ms_p99: Num | None = None
     pacing_late_ms_p99: Num | None = None
     reply_late_ms: list[Num | None] = []
+    reply_ready_ms: list[Num | None] = []
 
 
 class RecordShape(_Shape):

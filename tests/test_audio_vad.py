@@ -175,6 +175,37 @@ def test_long_pause_inside_speech_splits_into_two_segments(two_phrases16):
     assert abs(e2 - (b_start + b.size / 16)) <= TOLERANCE_MS
 
 
+def push_all(segmenter: SpeechSegmenter, audio: np.ndarray) -> list:
+    events = []
+    for i in range(audio.size // FRAME_SAMPLES):
+        events += segmenter.push(audio[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES], i * FRAME_MS)
+    return events + segmenter.flush()
+
+
+def test_an_early_pause_hands_over_the_speech_the_segment_ends_with(two_phrases16):
+    a, b = two_phrases16
+    audio = np.concatenate([silence(400), a, silence(200), b, silence(1000)])
+    events = push_all(SpeechSegmenter(hangover_ms=300, early_ms=100), audio)
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "end" and set(kinds[1:-1]) == {"pause"}, kinds
+    last_pause, end = events[-2].segment, events[-1].segment
+    assert end.as_paused
+    assert (last_pause.start_ms, last_pause.end_ms) == (end.start_ms, end.end_ms)
+    # the same speech, 200 ms less trailing silence (the 300 ms hangover less the 100 ms pause)
+    assert np.array_equal(end.audio[: last_pause.audio.size], last_pause.audio)
+    assert (end.audio.size - last_pause.audio.size) / 16 == 200
+    assert not np.any(end.audio[last_pause.audio.size :])
+
+
+def test_a_segment_cut_while_voiced_is_not_as_paused(speech16):
+    audio = np.concatenate([silence(300), speech16])
+    events = push_all(SpeechSegmenter(hangover_ms=300, early_ms=100, max_segment_s=0.6), audio)
+    ends = [e.segment for e in events if e.kind == "end"]
+    assert ends and not ends[0].as_paused  # cut at 0.6 s mid-speech: its text is not known yet
+    assert not any(e.segment.as_paused for e in push_all(SpeechSegmenter(), audio)
+                   if e.kind == "end")  # without early_ms there are no pauses at all
+
+
 def test_pure_silence_gives_no_segments():
     segments, starts = segment(silence(3000))
     assert segments == [] and starts == []

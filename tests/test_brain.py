@@ -399,3 +399,17 @@ def test_a_misheard_full_name_is_spelled_word_by_word():
 ])
 def test_an_opener_phrase_loses_to_a_later_question_even_an_unrecognised_one(agent_text, intent):
     assert classify_intent(agent_text) == intent
+
+
+@pytest.mark.parametrize("persona", list_personas(), ids=lambda p: p.id)
+def test_rehearsed_lines_are_the_answers_to_the_scenarios_questions_in_order(persona):
+    questions = ["How can I help you today?", "What is your first name?", "And your last name?",
+                 "What amount of money is this about?"]
+    rehearsing = ScriptedBrain(persona, seed=11)
+    lines = rehearsing.rehearse()
+    real = [asyncio.run(rehearsing.reply(q, [])).text for q in questions]
+    assert lines == real  # spoken ahead: every answer is a cache hit
+    # rehearsing does not move the brain's own seeded choices
+    fresh = ScriptedBrain(persona, seed=11)
+    assert real == [asyncio.run(fresh.reply(q, [])).text for q in questions]
+    assert ScriptedBrain(persona, seed=11).rehearse() == lines

@@ -32,6 +32,8 @@ async def test_script_turns_are_said_in_order_at_their_times_whatever_the_agent_
     facts = scripted(tmp_path)
     brain = brain_for(resolve_persona("impatient-sam"), 1, facts)
     assert isinstance(brain, ScriptBrain) and not brain.goal_met
+    assert brain.rehearse() == ["Hello, I'd like to check an order.", "Sorry, one more thing.",
+                                "Thanks, bye."]  # spoken ahead, in order
     first = await brain.reply("Bleep bloop (a language the caller does not speak).", [])
     assert (first.text, first.speak_after_ms, first.end_call) == (
         "Hello, I'd like to check an order.", 600, False)

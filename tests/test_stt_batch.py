@@ -20,7 +20,7 @@ LINES = ["What is your first name?", "I have your last name as Smith.",
 
 @pytest.fixture(scope="module")
 def stt():
-    s = BatchedTranscriber(window_ms=200)
+    s = BatchedTranscriber(window_ms=200, max_batch=8)
     yield s
     s.close()
 
@@ -30,6 +30,19 @@ def clips(synth):
     async def speak():
         return [resample(await synth.synthesize(t), synth.sample_rate, STT_RATE) for t in LINES]
     return asyncio.run(speak())
+
+
+def counted_batches(stt: BatchedTranscriber, monkeypatch) -> list[int]:
+    """Replace stt's decoder with one that answers "ok" and notes each batch's size: the
+    batcher's bookkeeping is what is tested then, not Whisper."""
+    decoded: list[int] = []
+
+    def decode(items):
+        decoded.append(len(items))
+        return [Transcript("ok", 0.0) for _ in items]
+
+    monkeypatch.setattr(stt, "decode_batch", decode)
+    return decoded
 
 
 def words(text: str) -> list[str]:
@@ -62,7 +75,7 @@ async def test_a_segment_longer_than_whispers_window_is_decoded_alone(stt):
 
 
 async def test_a_failed_batch_fails_every_request_in_it(clips, monkeypatch):
-    stt = BatchedTranscriber(window_ms=200)
+    stt = BatchedTranscriber(window_ms=200, max_batch=8)
     try:
         def broken(items):
             raise RuntimeError("decoder gone")
@@ -75,14 +88,8 @@ async def test_a_failed_batch_fails_every_request_in_it(clips, monkeypatch):
 
 
 async def test_requests_that_join_a_gathering_batch_leave_the_batcher_alive(clips, monkeypatch):
-    stt = BatchedTranscriber(window_ms=50)
-    decoded: list[int] = []
-
-    def decode(items):  # the batcher's bookkeeping is what is tested here, not Whisper
-        decoded.append(len(items))
-        return [Transcript("ok", 0.0) for _ in items]
-
-    monkeypatch.setattr(stt, "decode_batch", decode)
+    stt = BatchedTranscriber(window_ms=50, max_batch=8)
+    decoded = counted_batches(stt, monkeypatch)
     try:
         first = asyncio.ensure_future(stt.transcribe(clips[0]))
         await asyncio.sleep(0.01)
@@ -90,5 +97,30 @@ async def test_requests_that_join_a_gathering_batch_leave_the_batcher_alive(clip
         assert [t.text for t in await asyncio.gather(first, second)] == ["ok", "ok"]
         later = await asyncio.wait_for(stt.transcribe(clips[2]), 2.0)  # still answered
         assert later.text == "ok" and decoded == [2, 1]
+    finally:
+        stt.close()
+
+
+async def test_a_request_cancelled_while_its_batch_gathers_is_never_decoded(clips, monkeypatch):
+    stt = BatchedTranscriber(window_ms=50, max_batch=8)
+    decoded = counted_batches(stt, monkeypatch)
+    try:
+        superseded = asyncio.ensure_future(stt.transcribe(clips[0]))  # an early decode...
+        kept = asyncio.ensure_future(stt.transcribe(clips[1]))
+        await asyncio.sleep(0.01)
+        superseded.cancel()  # ...that a later pause made useless
+        assert (await kept).text == "ok"
+        assert decoded == [1] and stt.stats.dropped == 1
+        assert stt.stats.wait_s >= 0.04  # it waited out the window
+    finally:
+        stt.close()
+
+
+async def test_by_default_requests_are_decoded_one_at_a_time_without_waiting(clips, monkeypatch):
+    stt = BatchedTranscriber()  # CPU defaults: batching saves nothing there, waiting costs
+    decoded = counted_batches(stt, monkeypatch)
+    try:
+        await asyncio.gather(*(stt.transcribe(c) for c in clips[:3]))
+        assert decoded == [1, 1, 1] and stt.stats.wait_s < 0.5
     finally:
         stt.close()

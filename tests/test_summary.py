@@ -76,6 +76,9 @@ def test_everything_is_none_not_nan_when_there_is_nothing_to_aggregate():
     assert s["by_concurrency"] == []
     assert s["generator"] == {"pacing_late_ms_p99": None, "loop_lag_ms_p99": None,
                               "saturated": False, "reply_late_rate": None, "replies": 0,
+                              "replies_overloaded": False,
+                              "reply_ready_ms": {"p50": None, "p95": None, "n": 0},
+                              "spoken_ahead": {"lines": 0, "used": 0},
                               "tts_cache": {"hits": 0, "misses": 0, "hit_rate": None}}
     assert s["calls"]["not_started"] == 3
     json.dumps(s, allow_nan=False)  # strict JSON: would raise on NaN
@@ -286,6 +289,28 @@ def test_brain_fallbacks_and_late_replies_are_counted_over_replies():
     assert s["generator"]["reply_late_rate"] == 0.2 and s["generator"]["replies"] == 5
     empty = summarize([], run_id="r", target="t")
     assert empty["brain"]["fallback_rate"] is None
+
+
+def test_late_replies_past_five_percent_say_the_callers_were_overloaded():
+    from evaluation.summary import generator_warnings
+
+    def call(name, late, ready):
+        return rec(name, events=[{"kind": "brain_reply", "t_ms": i, "source": "scripted"}
+                                 for i in range(len(ready))],
+                   generator={"reply_late_ms": late, "reply_ready_ms": ready,
+                              "spoken_ahead": {"lines": 4, "used": 3}})
+
+    on_time = summarize([call("a", [], [410.0] * 10), call("b", [], [420.0] * 10)],
+                        run_id="r", target="t")
+    assert on_time["generator"]["reply_ready_ms"]["n"] == 20
+    assert on_time["generator"]["spoken_ahead"] == {"lines": 8, "used": 6}
+    assert not on_time["generator"]["replies_overloaded"] and generator_warnings(on_time) == []
+    late = summarize([call("a", [], [410.0] * 10), call("b", [300.0, 900.0], [1700.0] * 10)],
+                     run_id="r", target="t")
+    assert late["generator"]["reply_late_rate"] == 0.1 and late["generator"]["replies_overloaded"]
+    assert late["generator"]["reply_ready_ms"]["p95"] == 1700.0
+    (warning,) = generator_warnings(late)
+    assert warning.startswith("10% of the callers' replies") and "1700 ms" in warning
 
 
 def test_fallback_gate_fails_when_the_llm_kept_failing_and_has_no_data_without_replies():
