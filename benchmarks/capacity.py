@@ -11,17 +11,25 @@ the agent's CPU over the level (cores busy: it had room or not), and each core's
 reply-late rate <= 5 %. Writes this backend's entry of benchmarks/results/capacity.json (the
 other backends' entries are kept).
 
-    .venv/bin/python benchmarks/capacity.py --stt local|batched [--rounds N] [LEVEL ...]
-        (default levels: local 2 4 6 8; batched 4 8 12 16; a level places level x N calls)
+    .venv/bin/python benchmarks/capacity.py --stt local|batched|service [--rounds N] [LEVEL ...]
+        (default levels: local 2 4 6 8; batched 4 8 12 16; service 8 12 16 24; a level places
+        level x N calls)
+
+`--stt service`: the callers' STT and TTS go to an OpenAI-compatible speech service
+(benchmarks/speech_server.py: Whisper and Piper, pinned to core 1 beside the agent, as a
+speech node would be), so the host does media, VAD and the brain only: what a media host
+carries when speech is shared. The service's CPU is reported beside the agent's.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
+import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
@@ -46,7 +54,8 @@ FAST_REPLY_MS = 700
 HOST_CORE, AGENT_CORE = 0, 1
 PACING_LIMIT_MS = 20.0
 REPLY_LATE_LIMIT = 0.05
-DEFAULT_LEVELS = {"local": [2, 4, 6, 8], "batched": [4, 8, 12, 16]}
+DEFAULT_LEVELS = {"local": [2, 4, 6, 8], "batched": [4, 8, 12, 16], "service": [8, 12, 16, 24]}
+SERVICE_KEY_ENV = "CAPACITY_SPEECH_KEY"  # the loopback service takes any key
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -89,20 +98,31 @@ def stage_ms(records: list[dict]) -> dict[str, dict]:
             for name, v in sorted(spans.items())}
 
 
+def speech_config(stt: str, service_url: str | None) -> dict:
+    if service_url is None:
+        return {"stt": stt}
+    endpoint = {"base_url": service_url, "api_key_env": SERVICE_KEY_ENV}
+    return {"stt": "openai", "openai": {**endpoint, "model": "tiny.en"},
+            "tts": "openai", "openai_tts": {**endpoint, "model": "piper", "voice": "joe"}}
+
+
 async def measure(level: int, stt: str, base_url: str, agent_pid: int, run_dir: Path,
-                  rounds: int) -> dict:
+                  rounds: int, service: tuple[int, str] | None = None) -> dict:
     config = RunConfig.model_validate({
         "name": f"capacity-{stt}-{level}",
         "target": {"url": "reference"}, "personas": PERSONAS,
         "load": {"total_calls": level * rounds, "max_concurrency": level,
                  "calls_per_second": 4},
         "fleet": {"hosts": 1},
-        "speech": {"stt": stt},
+        "speech": speech_config(stt, service[1] if service else None),
     })
     others = other_benchmarks()
+    service_pid = service[0] if service else None
     agent0, cores0, t0 = process_cpu_s(agent_pid), core_times(), time.monotonic()
+    service0 = process_cpu_s(service_pid) if service_pid else None
     run = await run_on_one_host(config, base_url, run_dir, pin_cores={HOST_CORE})
     agent1, cores1, t1 = process_cpu_s(agent_pid), core_times(), time.monotonic()
+    service1 = process_cpu_s(service_pid) if service_pid else None
     others += [o for o in other_benchmarks() if o not in others]
     records, busy_cores = run["records"], run["busy_cores"]
     idle, peak = run["rss_mb_idle"], run["rss_mb_peak"]
@@ -134,6 +154,9 @@ async def measure(level: int, stt: str, base_url: str, agent_pid: int, run_dir: 
         "host_rss_mb_peak": round(peak, 1),
         "rss_mb_per_caller": round((peak - idle) / level, 1),
         "agent_cpu_cores_busy": round((agent1 - agent0) / (t1 - t0), 3),
+        # --stt service: the speech service's CPU over the level (on the agent's core)
+        "service_cpu_cores_busy": (round((service1 - service0) / (t1 - t0), 3)
+                                   if service_pid else None),
         # each core's busy share over the level, whoever ran there (the host is pinned to
         # core 0, the agent to core 1; Ray's own processes, the driver and others float)
         "core_busy": {f"core{c}": round((cores1[c][0] - cores0[c][0])
@@ -168,10 +191,30 @@ def _pct(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 1) if values else None
 
 
+@contextlib.contextmanager
+def speech_service(stt: str):
+    """--stt service: benchmarks/speech_server.py pinned to the agent's core; yields (pid, url),
+    or None for in-process speech."""
+    if stt != "service":
+        yield None
+        return
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).parent / "speech_server.py")],
+                            stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        pin_process(proc.pid, {AGENT_CORE})
+        line = proc.stdout.readline()  # "ready URL" once Whisper and Piper are loaded
+        if not line.startswith("ready "):
+            raise SystemExit(f"speech_server.py did not start (exit {proc.poll()})")
+        yield proc.pid, line.split()[1]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
 async def run_levels(levels: list[int], stt: str, agent_nice: int, rounds: int,
                      runs_dir: Path | None) -> tuple[list[dict], dict]:
     results = []
-    with reference_agent_process("--lean") as (agent, base_url):
+    with reference_agent_process("--lean") as (agent, base_url), speech_service(stt) as service:
         pin_process(agent.pid, {AGENT_CORE})
         for tid in os.listdir(f"/proc/{agent.pid}/task"):
             os.setpriority(os.PRIO_PROCESS, int(tid), agent_nice)
@@ -179,11 +222,14 @@ async def run_levels(levels: list[int], stt: str, agent_nice: int, rounds: int,
             if runs_dir is not None:  # kept: records and recordings to look into
                 run_dir = runs_dir / f"{stt}-{level}"
                 run_dir.mkdir(parents=True, exist_ok=True)
-                result = await measure(level, stt, base_url, agent.pid, run_dir, rounds)
+                result = await measure(level, stt, base_url, agent.pid, run_dir, rounds, service)
             else:
                 with tempfile.TemporaryDirectory() as tmp:
-                    result = await measure(level, stt, base_url, agent.pid, Path(tmp), rounds)
+                    result = await measure(level, stt, base_url, agent.pid, Path(tmp), rounds,
+                                           service)
             result["agent_threads_repinned"] = pin_process(agent.pid, {AGENT_CORE})
+            if service:
+                result["service_threads_repinned"] = pin_process(service[0], {AGENT_CORE})
             print(json.dumps(result), flush=True)
             results.append(result)
     return results, {"pid": agent.pid, "core": AGENT_CORE, "nice": agent_nice}
@@ -198,7 +244,8 @@ COLUMNS = [  # (header, key, format)
     ("host cores", "host_cpu_cores_busy", "{:.2f}"),
     ("%core/caller", "cpu_pct_of_core_per_caller", "{:.1f}"),
     ("MB/caller", "rss_mb_per_caller", "{:.1f}"),
-    ("agent cores", "agent_cpu_cores_busy", "{:.2f}"), ("sustains", "sustains", "{}"),
+    ("agent cores", "agent_cpu_cores_busy", "{:.2f}"),
+    ("service cores", "service_cpu_cores_busy", "{:.2f}"), ("sustains", "sustains", "{}"),
 ]
 
 
@@ -226,7 +273,8 @@ def merged(stt: str, entry: dict) -> dict:
         "about": ("full callers (WebRTC + VAD + STT + TTS + scripted brain) on one CallerHost "
                   "pinned to core 0, against a lean reference agent (--lean: no Whisper, "
                   "pre-rendered prompts) pinned to core 1; per caller STT backend "
-                  "(speech: {stt: ...}). A level sustains when every call completed, the worst "
+                  "(speech: {stt: ...}; service: STT and TTS on a loopback OpenAI-compatible "
+                  "speech service pinned to core 1 too). A level sustains when every call completed, the worst "
                   f"call's pacing p99 <= {PACING_LIMIT_MS:g} ms and the reply-late rate <= "
                   f"{REPLY_LATE_LIMIT:.0%}."),
         "callers_per_core_sustained": {name: b["callers_per_core_sustained"]
@@ -238,8 +286,9 @@ def merged(stt: str, entry: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("levels", nargs="*", type=int, help="concurrent callers per level")
-    parser.add_argument("--stt", choices=["local", "batched"], default="local",
-                        help="the callers' speech.stt")
+    parser.add_argument("--stt", choices=["local", "batched", "service"], default="local",
+                        help="the callers' speech.stt (service: STT and TTS on a loopback "
+                             "OpenAI-compatible speech service beside the agent)")
     parser.add_argument("--agent-nice", type=int, default=0,
                         help="niceness of the agent process (pinned to its own core anyway)")
     parser.add_argument("--rounds", type=int, default=1,
@@ -252,6 +301,7 @@ def main() -> None:
     levels = args.levels or DEFAULT_LEVELS[args.stt]
     if len(os.sched_getaffinity(0)) < 2:
         raise SystemExit("capacity.py needs 2 cores: the host on core 0, the agent on core 1")
+    os.environ.setdefault(SERVICE_KEY_ENV, "loopback")  # before Ray: its workers inherit it
     start_ray()
     results, agent = asyncio.run(run_levels(levels, args.stt, args.agent_nice, args.rounds,
                                             args.runs_dir))
