@@ -95,7 +95,12 @@ def test_a_killed_agent_fails_in_flight_calls_named_and_later_ones_fast(results)
     r = results["agent_killed_sip"]
     assert r["passed"], (r["checks"], r["outcome"])
     m = r["measured"]
-    assert set(m["in_flight_reasons"]) == {"media_timeout"}  # no BYE, no RTP: SIP says so
+    # No BYE, no RTP: a call the agent was talking to ends media_timeout. A call started just
+    # before the kill (its slot freed as the agent logged the other in flight) may never have
+    # heard the agent: no_agent_audio, also right (a clean-clone CI run saw one).
+    reasons = m["in_flight_reasons"]
+    assert reasons.get("media_timeout", 0) >= 1 and set(reasons) <= {"media_timeout",
+                                                                       "no_agent_audio"}
     assert all(s <= 5.0 for s in m["later_calls_time_to_fail_s"])
     assert m["exit_code"] == 1  # the gate verdict (completion), not a crash
 
