@@ -1,7 +1,8 @@
 """Persona behaviours and planted agent faults on real calls (aiortc, Whisper, Piper, loopback).
 
-Phases run one after the other, two calls at once, each against its own reference agent: the
-replay pair together (the same load on both, as timing is compared), then the fault calls.
+Phases run one after the other. The replay pair runs one call at a time (their timing is
+compared: run together on 2 cores, a caller event was once 29.5 ms apart, past the one-tick
+bound); the fault calls run two at once, each against its own reference agent.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ pytestmark = pytest.mark.e2e
 
 AGENTS = {
     "clean": (),
-    "clean-2": (),
     "ignore": ("--barge-in", "ignore"),
     "late": ("--response-delay-ms", "2500"),
 }
@@ -51,7 +51,8 @@ LLM_KEY = "sk-canary-e2e-7f3a9c"
 # a time at most: with three agents and three callers on 2 cores, an agent's Whisper overran
 # its answer budget now and then (3.2 s responses: dead air that no agent fault caused).
 PHASES = [
-    [("replay-1", "clean", "replay", 7), ("replay-2", "clean-2", "replay", 7)],
+    [("replay-1", "clean", "replay", 7)],
+    [("replay-2", "clean", "replay", 7)],
     [("barge-clean", "clean", "impatient-sam", 5), ("late", "late", "cooperative-john", 1)],
     [("barge-ignore", "ignore", "impatient-sam", 5), ("llm", "clean", "cooperative-john", 3)],
     [("backchannel", "clean", "backchanneler-linda", 1), ("silent", "clean", "silent-james", 1)],
