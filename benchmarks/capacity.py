@@ -11,9 +11,16 @@ the agent's CPU over the level (cores busy: it had room or not), and each core's
 reply-late rate <= 5 %. Writes this backend's entry of benchmarks/results/capacity.json (the
 other backends' entries are kept).
 
-    .venv/bin/python benchmarks/capacity.py --stt local|batched|service [--rounds N] [LEVEL ...]
+    .venv/bin/python benchmarks/capacity.py --stt local|batched|service [--arrivals A]
+        [--rounds N] [LEVEL ...]
         (default levels: local 2 4 6 8; batched 4 8 12 16; service 8 12 16 24; a level places
         level x N calls)
+
+--arrivals steady (the default): calls start evenly over one call's length (level / CALL_S a
+second) and a level places 3 x level calls, so it holds its concurrency as calls end and new
+ones start, the way a load test at a steady rate runs. --arrivals burst: 4 calls a second, one
+round (what earlier results measured): every call's greeting ends within a few seconds of the
+others', and their first replies queue behind one another's decodes.
 
 `--stt service`: the callers' STT and TTS go to an OpenAI-compatible speech service
 (benchmarks/speech_server.py: Whisper and Piper, pinned to core 1 beside the agent, as a
@@ -52,6 +59,8 @@ PERSONAS = {"cooperative-john": 1, "hesitant-maria": 1, "corrector-david": 1,
             "fast-talker-emily": 1}
 FAST_REPLY_MS = 700
 HOST_CORE, AGENT_CORE = 0, 1
+CALL_S = 32.0  # a capacity call's mean length (25-37 s by persona), measured
+BURST_CALLS_PER_S = 4.0
 PACING_LIMIT_MS = 20.0
 REPLY_LATE_LIMIT = 0.05
 DEFAULT_LEVELS = {"local": [2, 4, 6, 8], "batched": [4, 8, 12, 16], "service": [8, 12, 16, 24]}
@@ -106,13 +115,18 @@ def speech_config(stt: str, service_url: str | None) -> dict:
             "tts": "openai", "openai_tts": {**endpoint, "model": "piper", "voice": "joe"}}
 
 
+def calls_per_second(level: int, arrivals: str) -> float:
+    return round(level / CALL_S, 3) if arrivals == "steady" else BURST_CALLS_PER_S
+
+
 async def measure(level: int, stt: str, base_url: str, agent_pid: int, run_dir: Path,
-                  rounds: int, service: tuple[int, str] | None = None) -> dict:
+                  rounds: int, arrivals: str,
+                  service: tuple[int, str] | None = None) -> dict:
     config = RunConfig.model_validate({
         "name": f"capacity-{stt}-{level}",
         "target": {"url": "reference"}, "personas": PERSONAS,
         "load": {"total_calls": level * rounds, "max_concurrency": level,
-                 "calls_per_second": 4},
+                 "calls_per_second": calls_per_second(level, arrivals)},
         "fleet": {"hosts": 1},
         "speech": speech_config(stt, service[1] if service else None),
     })
@@ -130,9 +144,13 @@ async def measure(level: int, stt: str, base_url: str, agent_pid: int, run_dir: 
     lag = [r["generator"].get("loop_lag_ms_p99") or 0.0 for r in records]
     generator = summarize(records, run_id=config.name, target=base_url)["generator"]
     backends = sorted({(r.get("speech") or {}).get("stt", "?") for r in records})
+    # calls in flight on average over the level (a steady level ramps up to its concurrency)
+    in_flight = sum(r.get("duration_s") or 0.0 for r in records) / run["wall_s"]
     result = {
         "concurrent_callers": level,
         "calls": level * rounds,
+        "calls_per_second": config.load.calls_per_second,
+        "mean_calls_in_flight": round(in_flight, 2),
         "completed": sum(r["status"] == "completed" for r in records),
         "status": dict(Counter(r["status"] for r in records)),
         "failure_reasons": dict(Counter(r["failure_reason"] for r in records
@@ -149,7 +167,10 @@ async def measure(level: int, stt: str, base_url: str, agent_pid: int, run_dir: 
         "latency_ms_p50": _pct([v for r in records for v in
                                (r.get("metrics") or {}).get("response_latency_ms", [])], 50),
         "host_cpu_cores_busy": round(busy_cores, 3),
-        "cpu_pct_of_core_per_caller": round(100 * busy_cores / level, 1),
+        # which stage takes the core: % of a core per thread group over the level (see
+        # one_host.run_on_one_host), largest first
+        "host_cpu_pct_by_thread": cpu_by_thread(run["cpu_s_by_thread"], run["wall_s"]),
+        "cpu_pct_of_core_per_caller": round(100 * busy_cores / max(in_flight, 1.0), 1),
         "host_rss_mb_idle": round(idle, 1),
         "host_rss_mb_peak": round(peak, 1),
         "rss_mb_per_caller": round((peak - idle) / level, 1),
@@ -177,6 +198,18 @@ async def measure(level: int, stt: str, base_url: str, agent_pid: int, run_dir: 
                           and result["pacing_late_ms_p99_worst_call"] <= PACING_LIMIT_MS
                           and (result["reply_late_rate"] or 0.0) <= REPLY_LATE_LIMIT)
     return result
+
+
+# What runs in each of a host's thread groups.
+THREAD_WORK = {"MainThread": "event loop: aiortc RTP and SRTP, VAD, pacing, sessions",
+               "stt-batch": "Whisper (stt: batched)", "stt": "Whisper (stt: local)",
+               "tts": "Piper", "audio-decoder": "aiortc Opus decode, one thread per call",
+               "asyncio": "aiortc Opus encode and other to_thread work"}
+
+
+def cpu_by_thread(cpu_s: dict[str, float], wall_s: float) -> dict[str, float]:
+    top = sorted(cpu_s.items(), key=lambda kv: -kv[1])
+    return {name: round(100 * s / wall_s, 1) for name, s in top if s >= 0.01 * wall_s}
 
 
 def reply_after_ms(persona_id: str) -> float:
@@ -212,7 +245,7 @@ def speech_service(stt: str):
 
 
 async def run_levels(levels: list[int], stt: str, agent_nice: int, rounds: int,
-                     runs_dir: Path | None) -> tuple[list[dict], dict]:
+                     arrivals: str, runs_dir: Path | None) -> tuple[list[dict], dict]:
     results = []
     with reference_agent_process("--lean") as (agent, base_url), speech_service(stt) as service:
         pin_process(agent.pid, {AGENT_CORE})
@@ -222,11 +255,12 @@ async def run_levels(levels: list[int], stt: str, agent_nice: int, rounds: int,
             if runs_dir is not None:  # kept: records and recordings to look into
                 run_dir = runs_dir / f"{stt}-{level}"
                 run_dir.mkdir(parents=True, exist_ok=True)
-                result = await measure(level, stt, base_url, agent.pid, run_dir, rounds, service)
+                result = await measure(level, stt, base_url, agent.pid, run_dir, rounds,
+                                       arrivals, service)
             else:
                 with tempfile.TemporaryDirectory() as tmp:
                     result = await measure(level, stt, base_url, agent.pid, Path(tmp), rounds,
-                                           service)
+                                           arrivals, service)
             result["agent_threads_repinned"] = pin_process(agent.pid, {AGENT_CORE})
             if service:
                 result["service_threads_repinned"] = pin_process(service[0], {AGENT_CORE})
@@ -237,6 +271,7 @@ async def run_levels(levels: list[int], stt: str, agent_nice: int, rounds: int,
 
 COLUMNS = [  # (header, key, format)
     ("callers", "concurrent_callers", "{}"), ("done", "completed", "{}"),
+    ("in flight", "mean_calls_in_flight", "{:.1f}"),
     ("pace p99", "pacing_late_ms_p99_worst_call", "{:.1f}"),
     ("lag p99", "loop_lag_ms_p99_worst_call", "{:.1f}"),
     ("late", "reply_late_rate", "{:.1%}"), ("late 700ms", "reply_late_rate_fast_personas", "{:.1%}"),
@@ -291,20 +326,25 @@ def main() -> None:
                              "OpenAI-compatible speech service beside the agent)")
     parser.add_argument("--agent-nice", type=int, default=0,
                         help="niceness of the agent process (pinned to its own core anyway)")
-    parser.add_argument("--rounds", type=int, default=1,
-                        help="calls per level = level x rounds (more than 1: the level is held "
+    parser.add_argument("--arrivals", choices=["steady", "burst"], default="steady",
+                        help="steady: calls start evenly over one call's length; burst: 4 a "
+                             "second (see the module's doc)")
+    parser.add_argument("--rounds", type=int,
+                        help="calls per level = level x rounds (default: 3 steady, 1 burst; "
+                             "more than 1: the level is held "
                              "as calls end and new ones start, past the first burst)")
     parser.add_argument("--note", default="", help="added to this backend's notes")
     parser.add_argument("--runs-dir", type=Path,
                         help="keep each level's run directory under this one")
     args = parser.parse_args()
     levels = args.levels or DEFAULT_LEVELS[args.stt]
+    rounds = args.rounds or (3 if args.arrivals == "steady" else 1)
     if len(os.sched_getaffinity(0)) < 2:
         raise SystemExit("capacity.py needs 2 cores: the host on core 0, the agent on core 1")
     os.environ.setdefault(SERVICE_KEY_ENV, "loopback")  # before Ray: its workers inherit it
     start_ray()
-    results, agent = asyncio.run(run_levels(levels, args.stt, args.agent_nice, args.rounds,
-                                            args.runs_dir))
+    results, agent = asyncio.run(run_levels(levels, args.stt, args.agent_nice, rounds,
+                                            args.arrivals, args.runs_dir))
     ray.shutdown()
     print(f"\nstt {args.stt}:\n{table(results)}\n", flush=True)
     sustained = [r["concurrent_callers"] for r in results if r["sustains"]]
@@ -316,12 +356,14 @@ def main() -> None:
     entry = {
         "command": f"benchmarks/capacity.py --stt {args.stt} "
                    f"{' '.join(map(str, levels))}"
-                   + (f" --rounds {args.rounds}" if args.rounds > 1 else "")
+                   + f" --arrivals {args.arrivals} --rounds {rounds}"
                    + (f" --agent-nice {args.agent_nice}" if args.agent_nice else ""),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "stt": args.stt,
+        "arrivals": args.arrivals,
         "host_core": HOST_CORE,
         "agent": {"kind": "lean", **{k: v for k, v in agent.items() if k != "pid"}},
+        "host_thread_groups": THREAD_WORK,
         "levels": results,
         "callers_per_core_sustained": max(sustained, default=0),
         "notes": notes,

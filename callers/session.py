@@ -372,7 +372,7 @@ class CallSession:
         superseded = self._early_stt.pop(paused.start_ms, None)
         if superseded is not None:
             superseded.cancel()  # if still queued, never decoded
-        task = asyncio.ensure_future(self._decode(paused.audio))
+        task = asyncio.ensure_future(self._decode(paused))
         task.add_done_callback(lambda t: t.cancelled() or t.exception())  # read if superseded
         self._early_stt[paused.start_ms] = task
 
@@ -383,11 +383,15 @@ class CallSession:
             return await early
         if early is not None:
             early.cancel()
-        return await self._decode(segment.audio)
+        return await self._decode(segment)
 
-    async def _decode(self, audio: np.ndarray):
+    async def _decode(self, segment: SpeechSegment):
         start = self.clock.ms()  # a stage only once decoded: a superseded one never ran
-        transcript = await self.models.stt.transcribe(audio)
+        # When the reply to it is due: a shared decoder serves the most urgent caller first.
+        # After the call's end (its last words, for the report) nothing waits for it.
+        due_ms = segment.end_ms + self.persona.temperament.reply_after_ms
+        needed_in_s = None if self.ended.is_set() else (due_ms - start) / 1000
+        transcript = await self.models.stt.transcribe(segment.audio, needed_in_s=needed_in_s)
         self.stages.append(StageTiming("stt", start, self.clock.ms()))
         return transcript
 

@@ -30,10 +30,12 @@ class Transcript:
 class SpeechToText(Protocol):
     """What callers and the agent need of STT: 16 kHz int16 audio (and the question being
     answered, as a prompt) in, text out, off the event loop. Transcriber decodes one segment
-    at a time; callers.stt_batch.BatchedTranscriber batches the segments of a host's calls."""
+    at a time; callers.stt_batch.BatchedTranscriber batches the segments of a host's calls and
+    decodes the most urgent first: needed_in_s is how soon the caller's reply needs the text
+    (None: no reply waits for it). The others take it and decode in order."""
 
-    async def transcribe(self, audio16k: np.ndarray,
-                         prompt: str | None = None) -> Transcript: ...
+    async def transcribe(self, audio16k: np.ndarray, prompt: str | None = None, *,
+                         needed_in_s: float | None = None) -> Transcript: ...
 
     def close(self) -> None: ...
 
@@ -73,7 +75,8 @@ class Transcriber:
         text = " ".join(s.text.strip() for s in segments).strip()
         return Transcript(text, time.perf_counter() - began)
 
-    async def transcribe(self, audio16k: np.ndarray, prompt: str | None = None) -> Transcript:
+    async def transcribe(self, audio16k: np.ndarray, prompt: str | None = None, *,
+                         needed_in_s: float | None = None) -> Transcript:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, self.transcribe_sync, audio16k, prompt)
 

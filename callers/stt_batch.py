@@ -50,6 +50,7 @@ class _Request:
     prompt: str | None
     future: asyncio.Future
     queued: float = field(default_factory=time.perf_counter)
+    due: float = math.inf  # perf_counter time its caller needs the text by
 
 
 @dataclass
@@ -58,13 +59,14 @@ class BatchStats:
     segments: int = 0
     fallbacks: int = 0  # items decoded again alone (a loop, or too long to batch)
     dropped: int = 0  # requests cancelled before their batch (a superseded early decode)
+    past_due: int = 0  # segments decoded after their caller needed them (its reply is late)
     decode_s: float = 0.0  # the decode thread's time in batches, fallbacks included
     wait_s: float = 0.0  # requests' time queued before their batch began
 
     def as_dict(self) -> dict:
         n = self.segments
         return {"batches": self.batches, "segments": n, "fallbacks": self.fallbacks,
-                "dropped": self.dropped,
+                "dropped": self.dropped, "past_due": self.past_due,
                 "mean_batch": round(n / self.batches, 2) if self.batches else None,
                 "decode_ms_per_batch": round(1000 * self.decode_s / self.batches, 1)
                 if self.batches else None,
@@ -92,7 +94,10 @@ class BatchedTranscriber:
         self._worker: asyncio.Task | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stt-batch")
 
-    async def transcribe(self, audio16k: np.ndarray, prompt: str | None = None) -> Transcript:
+    async def transcribe(self, audio16k: np.ndarray, prompt: str | None = None, *,
+                         needed_in_s: float | None = None) -> Transcript:
+        """needed_in_s: the most urgent request is decoded first (its caller's reply is due
+        soonest); None, last: text no reply waits for."""
         if audio16k.size > MAX_BATCH_S * STT_RATE:
             self.stats.fallbacks += 1
             return await self.alone.transcribe(audio16k, prompt)
@@ -101,6 +106,8 @@ class BatchedTranscriber:
             self._wake = asyncio.Event()
             self._worker = loop.create_task(self._gather(), name="stt-batcher")
         request = _Request(audio16k, prompt, loop.create_future())
+        if needed_in_s is not None:
+            request.due = request.queued + needed_in_s
         self._queue.append(request)
         self._wake.set()
         return await request.future
@@ -117,6 +124,7 @@ class BatchedTranscriber:
             while len(self._queue) < self.max_batch and time.perf_counter() < deadline:
                 await asyncio.sleep(min(0.005, max(0.0, deadline - time.perf_counter())))
             live = [r for r in self._queue if not r.future.done()]  # cancelled: not decoded
+            live.sort(key=lambda r: r.due)  # earliest deadline first (stable: then FIFO)
             self.stats.dropped += len(self._queue) - len(live)
             batch, self._queue = live[:self.max_batch], live[self.max_batch:]
             if self._queue:
@@ -133,6 +141,8 @@ class BatchedTranscriber:
                     if not r.future.done():
                         r.future.set_exception(e)
                 continue
+            done = time.perf_counter()
+            self.stats.past_due += sum(done > r.due for r in batch)
             for r, transcript in zip(batch, texts, strict=True):
                 if not r.future.done():
                     r.future.set_result(transcript)

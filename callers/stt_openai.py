@@ -49,7 +49,8 @@ class OpenAITranscriber(OpenAISpeechClient):
     section = "speech.openai"
     config: OpenAISTTConfig
 
-    async def transcribe(self, audio16k: np.ndarray, prompt: str | None = None) -> Transcript:
+    async def transcribe(self, audio16k: np.ndarray, prompt: str | None = None, *,
+                         needed_in_s: float | None = None) -> Transcript:
         began = time.perf_counter()
         body = wav_bytes(audio16k)
         result = await self.request(lambda client: client.audio.transcriptions.create(

@@ -80,7 +80,11 @@ class SpeechSegmenter:
         self._hangover_frames = max(1, hangover_ms // FRAME_MS)
         # early_ms of silence inside a segment: a "pause" event with the speech so far, so a
         # listener can start transcribing before the hangover decides the segment has ended
-        # (whisper's text for the same speech does not depend on the trailing silence).
+        # (whisper's text for the same speech does not depend on the trailing silence). That
+        # silence counts from the end of the sound (the last voiced frame above
+        # START_LEVEL_DBFS), not from webrtcvad's last voiced frame ~120 ms later: its tail.
+        # (The hangover keeps counting from webrtcvad's: shorter, the agent's sentence breaks
+        # would end its turn; benchmarks/early_stt.py.)
         self._early_frames = (None if early_ms is None
                               else min(max(1, early_ms // FRAME_MS), self._hangover_frames - 1))
         self._max_frames = int(max_segment_s * 1000 / FRAME_MS)
@@ -95,6 +99,7 @@ class SpeechSegmenter:
         self._last_voiced_end_ms = 0.0
         self._peak_dbfs = float("-inf")
         self._silent_run = 0
+        self._quiet_run = 0  # frames since the last voiced one above START_LEVEL_DBFS
         self.in_speech = False
 
     def push(self, frame: np.ndarray, t_ms: float) -> list[VadEvent]:
@@ -109,18 +114,20 @@ class SpeechSegmenter:
             return []
         self._frames.append(frame)
         self._times.append(t_ms)
+        self._silent_run += 1
+        self._quiet_run += 1
         if voiced:
             self._silent_run = 0
             level = rms_dbfs(frame)
             self._peak_dbfs = max(self._peak_dbfs, level)
+            if level >= START_LEVEL_DBFS:
+                self._quiet_run = 0
             if level >= min(END_LEVEL_DBFS, self._peak_dbfs - END_RANGE_DB):
                 self._last_voiced_end_ms = t_ms + FRAME_MS
                 self._last_loud = len(self._frames) - 1
-        else:
-            self._silent_run += 1
         if self._silent_run >= self._hangover_frames or len(self._frames) >= self._max_frames:
             return [self._finish()]
-        if self._early_frames and self._silent_run == self._early_frames:
+        if self._early_frames and self._quiet_run == self._early_frames:
             return [self._pause()]
         return []
 
@@ -150,7 +157,7 @@ class SpeechSegmenter:
         self._start_ms = self._refined_start(first, frame_start_ms)
         self._last_voiced_end_ms = self._recent[-1][0] + FRAME_MS
         self._peak_dbfs = max(rms_dbfs(f) for _, f, _ in self._recent)
-        self._silent_run = 0
+        self._silent_run = self._quiet_run = 0
         self._recent.clear()
         return VadEvent("start", self._start_ms)
 
@@ -164,7 +171,7 @@ class SpeechSegmenter:
         end_ms = self._refined_end(self._last_voiced_end_ms)
         audio = np.concatenate(self._frames) if self._frames else np.zeros(0, np.int16)
         self._frames, self._times = [], []
-        as_paused = self._early_frames is not None and self._silent_run >= self._early_frames
+        as_paused = self._early_frames is not None and self._quiet_run >= self._early_frames
         segment = SpeechSegment(self._start_ms, end_ms, audio, as_paused=as_paused)
         return VadEvent("end", end_ms, segment)
 

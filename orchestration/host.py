@@ -230,6 +230,10 @@ class CallerHostImpl:
         return {"cpu_s": ru.ru_utime + ru.ru_stime,
                 "rss_mb": rss_pages * os.sysconf("SC_PAGE_SIZE") / 2**20, "active": self.active}
 
+    async def thread_cpu(self) -> dict[int, tuple[str, float]]:
+        """CPU seconds of each live thread of this process (for benchmarks/capacity.py)."""
+        return thread_cpu_s()
+
     async def resources(self, by_type: bool = False) -> dict[str, Any]:
         """usage(), and what a long-lived host must not accumulate call after call: open file
         descriptors, asyncio tasks on this loop, Python and native threads, live Python
@@ -249,3 +253,20 @@ def held_resources() -> dict[str, int]:
     return {"fds": count("/proc/self/fd"), "tasks": len(asyncio.all_tasks()),
             "threads": threading.active_count(), "native_threads": count("/proc/self/task"),
             "gc_objects": len(gc.get_objects())}
+
+
+def thread_cpu_s() -> dict[int, tuple[str, float]]:
+    """Each live thread of this process by native id: its Python thread name ("native" for
+    threads Python did not start: Ray's, onnxruntime's) and the CPU seconds it has used."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    tick = os.sysconf("SC_CLK_TCK")
+    threads = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()  # the name may hold spaces
+        except OSError:
+            continue  # the thread ended meanwhile
+        utime, stime = int(fields[11]), int(fields[12])  # stat fields 14 and 15
+        threads[int(tid)] = (names.get(int(tid), "native"), (utime + stime) / tick)
+    return threads

@@ -40,7 +40,7 @@ class FakeSTT:
     def __init__(self) -> None:
         self.agent: FakeAgentTransport | None = None
 
-    async def transcribe(self, audio, prompt=None):
+    async def transcribe(self, audio, prompt=None, *, needed_in_s=None):
         return SimpleNamespace(text=self.agent.said if self.agent else "")
 
 

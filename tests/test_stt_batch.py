@@ -124,3 +124,27 @@ async def test_by_default_requests_are_decoded_one_at_a_time_without_waiting(cli
         assert decoded == [1, 1, 1] and stt.stats.wait_s < 0.5
     finally:
         stt.close()
+
+
+async def test_the_most_urgent_queued_segment_is_decoded_first(clips, monkeypatch):
+    stt = BatchedTranscriber()  # one at a time, as on CPU
+    order: list[int] = []
+
+    def decode(items):
+        order.append(next(i for i, c in enumerate(clips) if c is items[0][0]))
+        return [Transcript("ok", 0.0) for _ in items]
+
+    monkeypatch.setattr(stt, "decode_batch", decode)
+    try:
+        # queued together: replies due in 1.5 s, (none: a call's last words), 2 s and 0.7 s
+        # (a fast talker) are decoded by their deadlines, the last words last
+        await asyncio.gather(stt.transcribe(clips[0], needed_in_s=1.5),
+                             stt.transcribe(clips[1]),
+                             stt.transcribe(clips[2], needed_in_s=2.0),
+                             stt.transcribe(clips[3], needed_in_s=0.7))
+        assert order == [3, 0, 2, 1]
+        assert stt.stats.past_due == 0
+        await stt.transcribe(clips[0], needed_in_s=-0.1)  # its reply was due already
+        assert stt.stats.past_due == 1
+    finally:
+        stt.close()
