@@ -201,10 +201,14 @@ async def measure(level: int, stt: str, base_url: str, agent_pid: int, run_dir: 
 
 
 # What runs in each of a host's thread groups.
-THREAD_WORK = {"MainThread": "event loop: aiortc RTP and SRTP, VAD, pacing, sessions",
-               "stt-batch": "Whisper (stt: batched)", "stt": "Whisper (stt: local)",
-               "tts": "Piper", "audio-decoder": "aiortc Opus decode, one thread per call",
-               "asyncio": "aiortc Opus encode and other to_thread work"}
+THREAD_WORK = {"AsyncIO Thread: default": "the event loop (a Ray async actor's): aiortc RTP and "
+                                          "SRTP, VAD, pacing, the call sessions",
+               "speech-native": "CTranslate2's Whisper decode (and onnxruntime's) threads",
+               "stt-batch": "Whisper's Python side (stt: batched): features, tokens",
+               "stt": "Whisper's Python side (stt: local)", "tts": "Piper with espeak-ng",
+               "audio-decoder": "aiortc Opus decode, one thread per call",
+               "asyncio": "aiortc Opus encode, noise beds, audio files (to_thread)",
+               "native": "Ray's own threads"}
 
 
 def cpu_by_thread(cpu_s: dict[str, float], wall_s: float) -> dict[str, float]:

@@ -224,6 +224,11 @@ class Brain(ABC):
         the agent talks; only a brain that knows its words ahead returns any."""
         return []
 
+    def stock_lines(self) -> list[str]:
+        """Replies worded the same in every call (feedback, goodbye...), spoken ahead after
+        rehearse()'s: cached per voice, they cost once per host rather than once per call."""
+        return []
+
     def said(self, reply: Reply) -> None:
         """Record that reply was spoken: its facts count as given (again is harmless)."""
         self._record_facts(reply.facts)
@@ -300,6 +305,11 @@ class ScriptedBrain(Brain):
                 twin._record_facts(reply.facts)
                 lines.append(reply.text)
         return lines
+
+    def stock_lines(self) -> list[str]:
+        """Every phrasing of the replies that state no fact (which one a call says is seeded)."""
+        return list(dict.fromkeys(_capital(line) for key, (terse, chatty) in _PHRASES.items()
+                                  if key != "full_name" for line in (*terse, *chatty)))
 
     def _reply_to(self, key: str, agent_text: str) -> Reply:
         corrections = self._corrections(agent_text)

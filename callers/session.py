@@ -232,9 +232,11 @@ class CallSession:
         """Synthesize the lines the brain expects to say into the TTS cache while the agent
         talks, so a reply is ready when the agent's turn ends even when every call of the host
         answers at once. One line at a time per process (CallerModels.speak_ahead): a reply
-        needed now waits for at most one line spoken ahead."""
+        needed now waits for at most one line spoken ahead. The brain's stock lines come last:
+        after a host's first call in a voice they are cache hits."""
         self.spoken_ahead = self.brain.rehearse()
-        for text in self.spoken_ahead:
+        stock = [line for line in self.brain.stock_lines() if line not in self.spoken_ahead]
+        for text in (*self.spoken_ahead, *stock):
             async with self.models.speak_ahead:
                 try:
                     await self.voice.prepare(text)

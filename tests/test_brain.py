@@ -413,3 +413,17 @@ def test_rehearsed_lines_are_the_answers_to_the_scenarios_questions_in_order(per
     fresh = ScriptedBrain(persona, seed=11)
     assert real == [asyncio.run(fresh.reply(q, [])).text for q in questions]
     assert ScriptedBrain(persona, seed=11).rehearse() == lines
+
+
+@pytest.mark.parametrize("persona", list_personas(), ids=lambda p: p.id)
+def test_the_replies_that_state_no_fact_are_among_the_stock_lines_spoken_ahead(persona):
+    questions = ["What is your first name?", "And your last name?",
+                 "What amount of money is this about?", "Is that correct?",
+                 "Is there anything else?", "How was this call for you today?", "Goodbye!"]
+    stock = ScriptedBrain(persona, seed=3).stock_lines()
+    assert len(stock) == len(set(stock)) and not any("{" in line for line in stock)
+    for seed in range(6):  # each seed picks its own phrasings
+        brain = ScriptedBrain(persona, seed=seed)
+        replies = [asyncio.run(brain.reply(q, [])) for q in questions]
+        stating_nothing = [r.text for r in replies if not r.facts and not r.corrections]
+        assert stating_nothing and set(stating_nothing) <= set(stock), stating_nothing
