@@ -34,4 +34,3 @@ def lower_this_thread() -> None:
 def lowered_on_purpose(nice: int) -> bool:
     """A nice value lower_this_thread gives: orchestration.host's restore_priority keeps it."""
     return nice in (INFERENCE_NICE, LOWEST_NICE)
-
