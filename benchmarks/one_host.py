@@ -38,10 +38,9 @@ def pin_process(pid: int, cores: set[int]) -> int:
 async def run_on_one_host(config: RunConfig, base_url: str, run_dir: Path,
                           pin_cores: set[int] | None = None) -> dict:
     """The records, and the host's usage: busy cores over the run, idle and peak RSS (MB), and
-    its CPU seconds by thread group (thread_group: the event loop is MainThread, Whisper
-    stt-batch or stt, Piper tts, aiortc's Opus decoders audio-decoder, its encoder and
-    to_thread work asyncio); a thread's CPU counts from one sample (1 s) to the next, so a
-    thread that ended loses at most its last second.
+    its CPU seconds by thread group (thread_group; what each group does: capacity.THREAD_WORK);
+    a thread's CPU counts from one sample (1 s) to the next, so a thread that ended loses at
+    most its last second.
 
     pin_cores: pin the host's process (a Ray worker on this machine) to these CPU cores once
     its models are loaded; each sample pins again any thread that escaped (counted)."""
