@@ -22,6 +22,7 @@ from callers.persona import Persona
 from callers.record import CallRecord, StageTiming, TimelineEvent, Turn
 from callers.scenario import CallFacts, ScriptTurn
 from callers.script import ScriptBrain, brain_for, wav_utterance
+from callers.serve_speech import ServeSynthesizer, ServeTranscriber
 from callers.stt import SpeechToText, Transcriber, warm_up
 from callers.stt_batch import BatchedTranscriber
 from callers.stt_openai import OpenAISTTConfig, OpenAITranscriber
@@ -59,7 +60,9 @@ class CallerModels:
         if model is None or isinstance(self.tts, OpenAISynthesizer):
             return self.tts
         if model not in self.voices:
-            self.voices[model] = await asyncio.to_thread(Synthesizer, model)
+            self.voices[model] = (await self.tts.in_voice(model)
+                                  if isinstance(self.tts, ServeSynthesizer)
+                                  else await asyncio.to_thread(Synthesizer, model))
         return self.voices[model]
 
     async def speaker(self, model: str | None) -> CachedSynthesizer:
@@ -67,21 +70,29 @@ class CallerModels:
         return CachedSynthesizer(await self.voice(model), self.tts_cache)
 
 
-async def load_caller_models(stt: Literal["local", "batched", "openai", "none"] = "local",
-                             openai: dict[str, Any] | None = None,
-                             tts: Literal["piper", "openai"] = "piper",
-                             openai_tts: dict[str, Any] | None = None) -> CallerModels:
+async def load_caller_models(
+        stt: Literal["local", "batched", "openai", "serve", "none"] = "local",
+        openai: dict[str, Any] | None = None,
+        tts: Literal["piper", "openai", "serve"] = "piper",
+        openai_tts: dict[str, Any] | None = None,
+        serve: dict[str, Any] | None = None) -> CallerModels:
     """Load Whisper and Piper once per process, off the event loop, and warm them up.
     stt batched: Whisper through a 10 s window, the process's calls sharing its decode thread
     (callers.stt_batch);
     stt openai: an OpenAI-compatible service transcribes (openai: its speech.openai section);
     stt none: no Whisper is loaded (the calls transcribe nothing);
     tts openai: an OpenAI-compatible service speaks (openai_tts: its speech.openai_tts
-    section); no Piper is loaded. Services are not asked here: a call that cannot reach one
-    fails with its reason (stt_unavailable, tts_unavailable)."""
+    section); no Piper is loaded;
+    stt or tts serve: the run's Ray Serve deployments (serve: their application names and
+    timeout_s, orchestration.speech_service.SpeechService.hosts_view), asked once here for
+    the voice. Services are not asked otherwise: a call that cannot reach one fails with its
+    reason (stt_unavailable, tts_unavailable)."""
     # Made first: a missing key fails before the slow loads.
     heard = OpenAITranscriber(OpenAISTTConfig(**openai)) if stt == "openai" else None
     spoken = OpenAISynthesizer(OpenAITTSConfig(**openai_tts)) if tts == "openai" else None
+    if "serve" in (stt, tts):
+        heard, spoken = await _serve_clients(serve or {}, stt == "serve", tts == "serve",
+                                             heard, spoken)
     kind = {"local": Transcriber, "batched": BatchedTranscriber}.get(stt)
     transcriber, piper = await asyncio.gather(
         asyncio.to_thread(kind, cpu_threads=1) if kind else _none(),
@@ -92,6 +103,21 @@ async def load_caller_models(stt: Literal["local", "batched", "openai", "none"] 
 
 async def _none() -> None:
     return None
+
+
+async def _serve_clients(serve: dict[str, Any], stt: bool, tts: bool, heard: Any,
+                         spoken: Any) -> tuple[Any, Any]:
+    """The run's Serve deployments' clients in place of the in-process models."""
+    from ray import serve as ray_serve
+
+    apps, timeout_s = serve["apps"], serve["timeout_s"]
+    if stt:
+        handle = await asyncio.to_thread(ray_serve.get_app_handle, apps["stt"])
+        heard = ServeTranscriber(handle, apps["stt"], timeout_s)
+    if tts:
+        handle = await asyncio.to_thread(ray_serve.get_app_handle, apps["tts"])
+        spoken = await ServeSynthesizer.connect(handle, apps["tts"], timeout_s)
+    return heard, spoken
 
 
 @dataclass(frozen=True)

@@ -45,8 +45,10 @@ class Transcriber:
     """Loads one Whisper model and decodes clips on a small bounded thread pool."""
 
     def __init__(
-        self, model: str | Path | None = None, *, cpu_threads: int = 1, workers: int = 1
+        self, model: str | Path | None = None, *, cpu_threads: int = 1, workers: int = 1,
+        device: str = "cpu",
     ) -> None:
+        """device: "cpu" (int8) or "cuda" (float16; a speech service's GPU replica)."""
         from faster_whisper import WhisperModel
 
         self.model_ref = str(model or bundled_whisper_path())
@@ -56,7 +58,8 @@ class Transcriber:
         # (callers/priority.py). cpu_threads pinned: several hosts on one machine don't
         # oversubscribe the cores.
         self._model = self._pool.submit(
-            WhisperModel, self.model_ref, device="cpu", compute_type="int8",
+            WhisperModel, self.model_ref, device=device,
+            compute_type="int8" if device == "cpu" else "float16",
             cpu_threads=cpu_threads, num_workers=workers).result()
 
     def transcribe_sync(self, audio16k: np.ndarray, prompt: str | None = None) -> Transcript:

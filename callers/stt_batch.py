@@ -79,10 +79,10 @@ class BatchedTranscriber:
     one decode thread, so batches run one after another while the next one gathers."""
 
     def __init__(self, model=None, *, cpu_threads: int = 1, window_ms: float = WINDOW_MS,
-                 max_batch: int = MAX_BATCH) -> None:
+                 max_batch: int = MAX_BATCH, device: str = "cpu") -> None:
         from faster_whisper.tokenizer import Tokenizer
 
-        self.alone = Transcriber(model, cpu_threads=cpu_threads)
+        self.alone = Transcriber(model, cpu_threads=cpu_threads, device=device)
         self.model_ref = self.alone.model_ref
         self._whisper = self.alone._model
         self._tokenizer = Tokenizer(self._whisper.hf_tokenizer, self._whisper.model.is_multilingual,

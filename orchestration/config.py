@@ -14,6 +14,7 @@ from callers.errors import ConfigError
 from callers.inputs import check_env_name, check_url, excerpt
 from callers.safe_yaml import load_yaml
 from callers.llm_brain import LLMConfig
+from callers.serve_speech import INSTALL_HINT, ServeSpeechConfig, serve_installed
 from callers.stt_openai import OpenAISTTConfig
 from callers.tts_openai import OpenAITTSConfig
 from callers.transport import Target
@@ -296,19 +297,27 @@ class SpeechConfig(_Model):
     nothing: agent turns are still found (VAD) and timed, with empty text, for load, pacing
     and soak runs whose scenarios all have a `script:` (nothing has to understand the agent).
     `tts: piper` speaks in-process (Piper, one thread per host); `tts: openai` has a service
-    speak every caller in one voice (personas' Piper models do not apply)."""
+    speak every caller in one voice (personas' Piper models do not apply). `serve` (either or
+    both) starts the run's own Whisper / Piper deployments on Ray Serve, shared by every host
+    (sized by the serve: section; needs callfleet[serve])."""
 
-    stt: Literal["local", "batched", "openai", "none"] = "local"
+    stt: Literal["local", "batched", "openai", "serve", "none"] = "local"
     # stt: openai: an OpenAI-compatible /v1/audio/transcriptions service (speaches, vLLM's
     # Whisper...): base_url, model, api_key_env (the variable's name; never the key), timeout_s
     openai: OpenAISTTConfig | None = None
-    tts: Literal["piper", "openai"] = "piper"
+    tts: Literal["piper", "openai", "serve"] = "piper"
     # tts: openai: an OpenAI-compatible /v1/audio/speech service (OpenAI, speaches, Kokoro...):
     # base_url, model, voice, api_key_env, timeout_s, response_format (wav | pcm), sample_rate
     openai_tts: OpenAITTSConfig | None = None
+    # stt/tts: serve: each deployment's replicas, num_cpus, num_gpus, max_batch_size,
+    # batch_wait_ms; timeout_s per request
+    serve: ServeSpeechConfig = ServeSpeechConfig()
 
     @model_validator(mode="after")
     def _service_named(self) -> SpeechConfig:
+        if self.uses_serve and not serve_installed():
+            used = "stt" if self.stt == "serve" else "tts"
+            raise ValueError(f"{used}: serve needs Ray Serve ({INSTALL_HINT})")
         if self.stt == "openai" and self.openai is None:
             raise ValueError("stt: openai needs an openai: section (base_url, model, "
                              "api_key_env)")
@@ -325,6 +334,10 @@ class SpeechConfig(_Model):
         """The TTS service section as plain data, for hosts (only with tts: openai)."""
         return (self.openai_tts.model_dump() if self.tts == "openai" and self.openai_tts
                 else None)
+
+    @property
+    def uses_serve(self) -> bool:
+        return "serve" in (self.stt, self.tts)
 
     def services(self) -> list[tuple[str, Any]]:
         """(section name, config) of each speech service this run uses."""

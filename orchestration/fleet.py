@@ -10,9 +10,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import ray
+from ray._private import ray_constants
 from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
+from callers.errors import ConfigError
 from callers.persona import resolve_persona
+from callers.serve_speech import first_line
 from callers.scenario import resolve_scenario
 from callers.record import CallRecord
 from callers.transport import Target
@@ -40,7 +43,16 @@ def start_ray(address: str | None = None) -> None:
     if address:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
     else:
+        # A machine's own Ray stays on 127.0.0.1: by default its daemons listen on every
+        # interface and its agents on the machine's routable address. Ray's own switch for
+        # single-machine clusters (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0), read at call time by
+        # ray._private.services; the daemons and workers are handed the address it gives.
+        ray_constants.ENABLE_RAY_CLUSTER = False
         ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+        _local_ray.append(True)
+
+
+_local_ray: list[bool] = []  # start_ray started this process's own Ray (it ends with it)
 
 
 @dataclass
@@ -61,15 +73,19 @@ class HostPool:
     stt_openai: dict[str, Any] | None = None  # speech.openai, for stt: openai
     tts: str = "piper"  # the run config's speech.tts
     tts_openai: dict[str, Any] | None = None  # speech.openai_tts, for tts: openai
+    serve: dict[str, Any] | None = None  # the run's Serve speech apps, for stt/tts: serve
     hosts: list[HostSlot] = field(default_factory=list)
     replaced: int = 0
 
     def _new_actor(self):
         remote = ray.remote(CallerHostImpl).options(
-            num_cpus=1, max_concurrency=100_000, max_restarts=0, scheduling_strategy="SPREAD"
+            num_cpus=1, max_concurrency=100_000, max_restarts=0, scheduling_strategy="SPREAD",
+            # Ray runs actors on uvloop when it is installed (callfleet[serve] brings it):
+            # hosts keep asyncio's loop, the one every capacity figure was measured on.
+            runtime_env={"env_vars": {"RAY_USE_UVLOOP": "0"}},
         )
         return remote.remote(self.run_dir, self.null_call_s, self.stt, self.stt_openai,
-                             self.tts, self.tts_openai)
+                             self.tts, self.tts_openai, self.serve)
 
     async def start(self, count: int) -> None:
         self.hosts = [HostSlot(self._new_actor()) for _ in range(count)]
@@ -166,6 +182,7 @@ class Fleet:
                              stt=config.speech.stt, stt_openai=config.speech.openai_dict(),
                              tts=config.speech.tts, tts_openai=config.speech.openai_tts_dict())
         self.stop = asyncio.Event()
+        self.speech_stats: dict[str, Any] | None = None  # the Serve replicas' own counts
         judge = config.evaluation.judge  # asked here, in the driver: only it grades
         self.judge = LLMJudge(judge) if judge is not None else None
         self._grading: set[asyncio.Task] = set()
@@ -181,10 +198,11 @@ class Fleet:
     async def run(self, hosts: int | None = None, spare_cores: int = 0) -> list[dict[str, Any]]:
         """Place every planned call; one host per core unless told (spare_cores left free)."""
         specs = plan_specs(self.config, self.target)
+        speech = await self._start_speech_service()  # before hosts: its replicas take CPUs
         cores = int(ray.available_resources().get("CPU", 1))
         count = hosts or self.config.fleet.hosts or max(1, cores - spare_cores)
-        await self.pool.start(count)
         try:
+            await self.pool.start(count)
             await run_schedule(
                 specs, build_steps(self.config.load),
                 max_concurrency=self.config.load.max_concurrency,
@@ -193,6 +211,9 @@ class Fleet:
             )
         finally:
             self.pool.shutdown()
+            if speech is not None:
+                self.speech_stats = await asyncio.to_thread(speech.stats)
+                await asyncio.to_thread(speech.stop)
             if self._grading:  # records still with the judge are stored before we return
                 await asyncio.gather(*self._grading)
             if self.judge is not None:
@@ -200,6 +221,29 @@ class Fleet:
             if self.tracer is not None:  # the last spans, off this loop
                 await asyncio.to_thread(self.tracer.shutdown)
         return list(self.records.values())
+
+    async def _start_speech_service(self):
+        """The run's Ray Serve speech deployments (speech: stt/tts serve), or None."""
+        speech = self.config.speech
+        if speech.uses_serve and self.config.fleet.null_call_s is None:
+            from orchestration.speech_service import SpeechService
+
+            service = SpeechService(speech.serve, self.store.run_dir.name,
+                                    stt=speech.stt == "serve", tts=speech.tts == "serve",
+                                    ray_ends_with_run=bool(_local_ray))
+            try:
+                await asyncio.wait_for(asyncio.to_thread(service.start), HOST_READY_TIMEOUT_S)
+            except TimeoutError:
+                await asyncio.to_thread(service.stop)
+                raise ConfigError(f"speech.serve: the speech deployments were not running "
+                                  f"within {HOST_READY_TIMEOUT_S:.0f} s") from None
+            except Exception as e:  # a replica failed to load, Serve would not start
+                await asyncio.to_thread(service.stop)
+                raise ConfigError(f"speech.serve: the speech deployments did not start: "
+                                  f"{type(e).__name__}: {first_line(e)}") from None
+            self.pool.serve = service.hosts_view()
+            return service
+        return None
 
     async def _place(self, spec: dict[str, Any]) -> dict[str, Any]:
         host = self.pool.pick()

@@ -13,7 +13,7 @@ import resource
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from callers.audio import STT_RATE
 from callers.errors import ConfigError
@@ -140,8 +140,45 @@ def check_hosts(config: RunConfig) -> None:
 
     if not ray.is_initialized():  # tests that stand in for Ray
         return
-    cpus = ray.cluster_resources().get("CPU", 0)
-    _show(hosts_guard(config.fleet.hosts, cpus, config.target.url == "reference"))
+    resources = ray.cluster_resources()
+    cpus, gpus = resources.get("CPU", 0), resources.get("GPU", 0)
+    _show(speech_service_guard(config, cpus, gpus))
+    _show(hosts_guard(config.fleet.hosts, cpus - speech_service_cpus(config),
+                      config.target.url == "reference"))
+
+
+def _serve_deployments(config: RunConfig) -> list[tuple[str, Any]]:
+    """(field, deployment options) of each Ray Serve speech deployment the run starts."""
+    speech = config.speech
+    if config.fleet.null_call_s is not None:  # null calls load no speech
+        return []
+    return [(f"speech.serve.{kind}", getattr(speech.serve, kind))
+            for kind, backend in (("stt", speech.stt), ("tts", speech.tts))
+            if backend == "serve"]
+
+
+def speech_service_cpus(config: RunConfig) -> float:
+    """CPUs the run's Serve speech replicas reserve (none without stt/tts: serve)."""
+    return sum(d.replicas * d.num_cpus for _, d in _serve_deployments(config))
+
+
+def speech_service_guard(config: RunConfig, cpus: float, gpus: float) -> Guard | None:
+    """The Serve speech replicas must fit the cluster, or they would never start."""
+    deployments = _serve_deployments(config)
+    if not deployments:
+        return None
+    want_gpus = sum(d.replicas * d.num_gpus for _, d in deployments)
+    if want_gpus > gpus:
+        where = next(f for f, d in deployments if d.num_gpus)
+        return Guard("fail", f"{where}.num_gpus: the speech replicas ask for {want_gpus:g} GPUs "
+                             f"but the Ray cluster has {gpus:g}")
+    want = speech_service_cpus(config)
+    if want >= cpus:
+        return Guard("fail", f"speech.serve: the speech replicas reserve {want:g} CPUs "
+                             f"(replicas x num_cpus) and the Ray cluster has {cpus:g}, leaving "
+                             "none for a caller host; lower num_cpus or add nodes")
+    return Guard("ok", f"speech: Ray Serve replicas reserve {want:g} of the cluster's "
+                       f"{cpus:g} CPUs" + (f" and {want_gpus:g} GPUs" if want_gpus else ""))
 
 
 def _disk(config: RunConfig, out: Path) -> Guard:

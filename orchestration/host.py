@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from callers.brain import Brain, default_facts
+from callers.errors import CallFailed
 from callers.llm_brain import LLMBrain
 from callers.persona import Persona, resolve_persona
 from callers.priority import lower_this_thread, lowered_on_purpose
@@ -117,10 +118,12 @@ class CallerHostImpl:
 
     def __init__(self, run_dir: str, null_call_s: float | None = None,
                  stt: str = "local", stt_openai: dict[str, Any] | None = None,
-                 tts: str = "piper", tts_openai: dict[str, Any] | None = None) -> None:
+                 tts: str = "piper", tts_openai: dict[str, Any] | None = None,
+                 serve: dict[str, Any] | None = None) -> None:
         """stt: the run config's speech.stt ("none": no Whisper is loaded; script scenarios;
         "openai": stt_openai, its speech.openai section, says where the service is); tts:
-        its speech.tts ("openai": tts_openai, its speech.openai_tts section)."""
+        its speech.tts ("openai": tts_openai, its speech.openai_tts section); serve: where
+        the run's Ray Serve speech deployments are, for stt or tts serve."""
         restore_priority()
         self.run_dir = Path(run_dir)
         self.null_call_s = null_call_s
@@ -128,6 +131,7 @@ class CallerHostImpl:
         self.stt_openai = stt_openai
         self.tts = tts
         self.tts_openai = tts_openai
+        self.serve = serve
         self.models: CallerModels | None = None
         self.personas: dict[str, Persona] = {}
         self.scenarios: dict[str, Scenario] = {}
@@ -147,7 +151,7 @@ class CallerHostImpl:
                 if self.models is None:
                     self.models = await load_caller_models(
                         stt=self.stt, openai=self.stt_openai,
-                        tts=self.tts, openai_tts=self.tts_openai)
+                        tts=self.tts, openai_tts=self.tts_openai, serve=self.serve)
                     if self.node_id is not None:  # a process of its own (a Ray actor)
                         freeze_start_up()
         return {"pid": os.getpid(), "node": os.uname().nodename, "node_id": self.node_id}
@@ -163,10 +167,15 @@ class CallerHostImpl:
             else:
                 record = await self._real_call(spec)
         except Exception as e:  # last line of defence: a record, not an exception
+            # A named failure before the call (a speech service the host could not reach
+            # while loading) keeps its reason.
+            named = isinstance(e, CallFailed)
             record = CallRecord(call_id=spec["call_id"], persona=spec["persona"],
                                 scenario=spec.get("scenario", ""), seed=spec["seed"],
-                                status="failed", failure_reason="caller_error",
-                                failure_detail=f"{type(e).__name__}: {e}").to_dict()
+                                status="failed",
+                                failure_reason=e.reason if named else "caller_error",
+                                failure_detail=e.detail if named
+                                else f"{type(e).__name__}: {e}").to_dict()
         finally:
             self.active -= 1
         record["generator"] = {**(record.get("generator") or {}),

@@ -28,11 +28,15 @@ MAX_WARNINGS = 10  # bad lines of calls.jsonl named one by one; the rest are cou
 
 def finish_run(store: RunStore, records: list[dict[str, Any]], *, run_id: str, target: str,
                planned: int, partial: bool,
-               gates: Gates | Mapping[str, Any] | None = None) -> dict[str, Any]:
+               gates: Gates | Mapping[str, Any] | None = None,
+               speech_service: dict[str, Any] | None = None) -> dict[str, Any]:
     """Aggregate, evaluate gates (DEFAULT_GATES when None), write summary.json, report.html
-    and junit.xml into the run directory; returns the summary (see gates_passed)."""
+    and junit.xml into the run directory; returns the summary (see gates_passed).
+    speech_service: the run's Ray Serve speech replicas' counts (stt/tts: serve)."""
     parsed = parse_gates(gates)
     summary = summarize(records, run_id=run_id, target=target, planned=planned, partial=partial)
+    if speech_service is not None:
+        summary["speech_service"] = speech_service
     apply_gates(summary, parsed)
     compared = read_compare(store.run_dir)  # written first when the run has a baseline
     if compared is not None:

@@ -66,7 +66,8 @@ def run_config(config: RunConfig, out: Path, *, address: str | None = None,
         if regression is not None and baseline is not None:  # compare.json, read by finish_run
             compared = compare_for_config(store.run_dir, run_id, records, regression, baseline)
         summary = finish_run(store, records, run_id=run_id, target=target.url,
-                             planned=config.load.total_calls, partial=partial, gates=gates)
+                             planned=config.load.total_calls, partial=partial, gates=gates,
+                             speech_service=fleet.speech_stats)
     console.print(f"{len(records)} calls finished in {time.monotonic() - began:.0f} s")
     print_summary(summary, str(out / run_id))
     print_gates(summary)

@@ -60,8 +60,8 @@ def test_stt_none_without_scenarios_is_the_default_fact_scenario_and_fails(tmp_p
 
 
 @pytest.mark.parametrize(("speech", "expected"), [
-    ({"stt": "whisper"}, "speech.stt: Input should be 'local', 'batched', 'openai' or 'none', got 'whisper'"),
-    ({"stt": "none", "tts": "none"}, "speech.tts: Input should be 'piper' or 'openai', got 'none'"),
+    ({"stt": "whisper"}, "speech.stt: Input should be 'local', 'batched', 'openai', 'serve' or 'none', got 'whisper'"),
+    ({"stt": "none", "tts": "none"}, "speech.tts: Input should be 'piper', 'openai' or 'serve', got 'none'"),
     ({"stt": "none", "voice": "joe"}, "speech.voice: unknown field"),
 ])
 def test_bad_speech_sections_are_one_line_errors(tmp_path, speech, expected):
@@ -223,7 +223,7 @@ def test_the_fleet_starts_its_hosts_with_the_configs_stt(monkeypatch, tmp_path):
     config = load_run_config(write(tmp_path, speech={"stt": "none"}, scenarios={SCRIPTED: 1}))
     fleet = fleet_module.Fleet(config, Target("fake://agent"), store=_Store(tmp_path))
     fleet.pool._new_actor()
-    assert started == [(str(tmp_path.resolve()), None, "none", None, "piper", None)]
+    assert started == [(str(tmp_path.resolve()), None, "none", None, "piper", None, None)]
 
 
 class _Store:
