@@ -49,13 +49,21 @@ class ServeDeploymentConfig(BaseModel):
     batch_wait_ms: float = Field(default=10.0, ge=0, le=1000, allow_inf_nan=False)
 
 
+class ServeTTSDeploymentConfig(ServeDeploymentConfig):
+    """Piper's: a replica speaks one line at a time (espeak-ng), so a request never waits for
+    others to join it."""
+
+    max_batch_size: int = Field(default=1, ge=1, le=256, strict=True)
+    batch_wait_ms: float = Field(default=0.0, ge=0, le=1000, allow_inf_nan=False)
+
+
 class ServeSpeechConfig(BaseModel):
     """speech.serve: the STT and TTS deployments, and how long a caller waits for one answer."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     stt: ServeDeploymentConfig = ServeDeploymentConfig()
-    tts: ServeDeploymentConfig = ServeDeploymentConfig(max_batch_size=1, batch_wait_ms=0.0)
+    tts: ServeTTSDeploymentConfig = ServeTTSDeploymentConfig()
     timeout_s: float = Field(default=10.0, gt=0, le=120, allow_inf_nan=False)
 
 
