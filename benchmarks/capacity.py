@@ -13,10 +13,10 @@ reply-late rate <= 5 %, for all personas and for the 700 ms ones alone; `gives_w
 failed. Writes this backend's entry of benchmarks/results/capacity.json (the
 other backends' entries are kept).
 
-    .venv/bin/python benchmarks/capacity.py --stt local|batched|service [--arrivals A]
+    .venv/bin/python benchmarks/capacity.py --stt local|batched|service|serve [--arrivals A]
         [--rounds N] [LEVEL ...]
-        (default levels: local 2 4 6 8; batched 4 8 12 16; service 8 12 16 24; a level places
-        level x N calls)
+        (default levels: local 2 4 6 8; batched 4 8 12 16; service and serve 8 12 16 24; a
+        level places level x N calls)
 
 --arrivals steady (the default): calls start evenly over one call's length (level / CALL_S a
 second) and a level places 3 x level calls, so it holds its concurrency as calls end and new
@@ -28,6 +28,11 @@ others', and their first replies queue behind one another's decodes.
 (benchmarks/speech_server.py: Whisper and Piper, pinned to core 1 beside the agent, as a
 speech node would be), so the host does media, VAD and the brain only: what a media host
 carries when speech is shared. The service's CPU is reported beside the agent's.
+
+`--stt serve`: the same, with the run's own Ray Serve deployments (`speech: {stt: serve, tts:
+serve}`, one Whisper and one Piper replica reserving no Ray CPU), whose processes (and Serve's
+controller) are pinned to core 1 beside the agent as soon as they exist; their CPU is core 1's
+busy share less the agent's.
 """
 
 from __future__ import annotations
@@ -65,7 +70,8 @@ CALL_S = 32.0  # a capacity call's mean length (25-37 s by persona), measured
 BURST_CALLS_PER_S = 4.0
 PACING_LIMIT_MS = 20.0
 REPLY_LATE_LIMIT = 0.05
-DEFAULT_LEVELS = {"local": [2, 4, 6, 8], "batched": [4, 8, 12, 16], "service": [8, 12, 16, 24]}
+DEFAULT_LEVELS = {"local": [2, 4, 6, 8], "batched": [4, 8, 12, 16], "service": [8, 12, 16, 24],
+                  "serve": [8, 12, 16, 24]}
 SERVICE_KEY_ENV = "CAPACITY_SPEECH_KEY"  # the loopback service takes any key
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -110,6 +116,9 @@ def stage_ms(records: list[dict]) -> dict[str, dict]:
 
 
 def speech_config(stt: str, service_url: str | None) -> dict:
+    if stt == "serve":  # replicas reserve no Ray CPU: they are pinned to the agent's core
+        replica = {"num_cpus": 0.0}
+        return {"stt": "serve", "tts": "serve", "serve": {"stt": replica, "tts": replica}}
     if service_url is None:
         return {"stt": stt}
     endpoint = {"base_url": service_url, "api_key_env": SERVICE_KEY_ENV}
@@ -136,7 +145,15 @@ async def measure(level: int, stt: str, base_url: str, agent_pid: int, run_dir: 
     service_pid = service[0] if service else None
     agent0, cores0, t0 = process_cpu_s(agent_pid), core_times(), time.monotonic()
     service0 = process_cpu_s(service_pid) if service_pid else None
-    run = await run_on_one_host(config, base_url, run_dir, pin_cores={HOST_CORE})
+    serve_pinned = asyncio.Event()
+    pinning = (asyncio.create_task(pin_serve_processes(serve_pinned)) if stt == "serve"
+               else None)
+    try:
+        run = await run_on_one_host(config, base_url, run_dir, pin_cores={HOST_CORE})
+    finally:
+        if pinning is not None:
+            serve_pinned.set()
+            serve_repinned = await pinning
     agent1, cores1, t1 = process_cpu_s(agent_pid), core_times(), time.monotonic()
     service1 = process_cpu_s(service_pid) if service_pid else None
     others += [o for o in other_benchmarks() if o not in others]
@@ -178,8 +195,10 @@ async def measure(level: int, stt: str, base_url: str, agent_pid: int, run_dir: 
         "rss_mb_per_caller": round((peak - idle) / level, 1),
         "agent_cpu_cores_busy": round((agent1 - agent0) / (t1 - t0), 3),
         # --stt service: the speech service's CPU over the level (on the agent's core)
+        # (--stt serve: core 1's busy share less the agent's)
         "service_cpu_cores_busy": (round((service1 - service0) / (t1 - t0), 3)
                                    if service_pid else None),
+        "serve_threads_repinned": serve_repinned if pinning is not None else None,
         # each core's busy share over the level, whoever ran there (the host is pinned to
         # core 0, the agent to core 1; Ray's own processes, the driver and others float)
         "core_busy": {f"core{c}": round((cores1[c][0] - cores0[c][0])
@@ -196,6 +215,9 @@ async def measure(level: int, stt: str, base_url: str, agent_pid: int, run_dir: 
         "wall_s": round(run["wall_s"], 1),
         "other_benchmarks_running": others,
     }
+    if stt == "serve":
+        core1 = result["core_busy"][f"core{AGENT_CORE}"]
+        result["service_cpu_cores_busy"] = round(core1 - result["agent_cpu_cores_busy"], 3)
     result["gives_way"] = [what for what, failed in (
         ("calls", result["completed"] != level * rounds),
         ("pacing", result["pacing_late_ms_p99_worst_call"] > PACING_LIMIT_MS),
@@ -232,6 +254,29 @@ def late_rate(records: list[dict]) -> float | None:
 
 def _pct(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 1) if values else None
+
+
+async def pin_serve_processes(done: asyncio.Event) -> int:
+    """--stt serve: pin Ray Serve's processes (the speech replicas, the controller) to the
+    agent's core as they appear, every 0.2 s until done; returns how many threads moved after
+    the first pin of their process."""
+    pinned: set[int] = set()
+    moved = 0
+    while not done.is_set():
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if not f.read(64).startswith(b"ray::Serve"):
+                        continue
+                n = pin_process(int(pid), {AGENT_CORE})
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            if int(pid) in pinned:
+                moved += n
+            pinned.add(int(pid))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), 0.2)
+    return moved
 
 
 @contextlib.contextmanager
@@ -319,7 +364,8 @@ def merged(stt: str, entry: dict) -> dict:
                   "pinned to core 0, against a lean reference agent (--lean: no Whisper, "
                   "pre-rendered prompts) pinned to core 1; per caller STT backend "
                   "(speech: {stt: ...}; service: STT and TTS on a loopback OpenAI-compatible "
-                  "speech service pinned to core 1 too). A level sustains when every call completed, the worst "
+                  "speech service pinned to core 1 too; serve: on the run's Ray Serve "
+                  "deployments, pinned to core 1 too). A level sustains when every call completed, the worst "
                   f"call's pacing p99 <= {PACING_LIMIT_MS:g} ms and the reply-late rate <= "
                   f"{REPLY_LATE_LIMIT:.0%}, for all personas and for the 700 ms ones alone."),
         "callers_per_core_sustained": {name: b["callers_per_core_sustained"]
@@ -331,9 +377,11 @@ def merged(stt: str, entry: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("levels", nargs="*", type=int, help="concurrent callers per level")
-    parser.add_argument("--stt", choices=["local", "batched", "service"], default="local",
+    parser.add_argument("--stt", choices=["local", "batched", "service", "serve"],
+                        default="local",
                         help="the callers' speech.stt (service: STT and TTS on a loopback "
-                             "OpenAI-compatible speech service beside the agent)")
+                             "OpenAI-compatible speech service beside the agent; serve: on "
+                             "the run's Ray Serve deployments, beside the agent)")
     parser.add_argument("--agent-nice", type=int, default=0,
                         help="niceness of the agent process (pinned to its own core anyway)")
     parser.add_argument("--arrivals", choices=["steady", "burst"], default="steady",

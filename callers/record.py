@@ -94,7 +94,8 @@ class CallRecord:
     audio_quality: dict[str, Any] | None = None
     # How the caller heard the agent: {} = transcribed; {"stt": "none"} = not transcribed (run
     # config speech.stt): the agent's turns are timed, their text is empty, not silent. With
-    # speech.tts openai, also how the caller spoke: {tts, tts_base_url, tts_model, tts_voice}.
+    # speech.tts openai, also how the caller spoke: {tts, tts_base_url, tts_model, tts_voice};
+    # with serve, the Ray Serve application: {stt: serve, app}, {tts: serve, tts_app}.
     speech: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

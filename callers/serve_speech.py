@@ -38,21 +38,15 @@ def serve_installed() -> bool:
 class ServeDeploymentConfig(BaseModel):
     """One deployment's size: replicas, and what each one reserves on its node (num_gpus > 0
     runs Whisper on CUDA in float16). Requests wait up to batch_wait_ms for others to join a
-    batch of at most max_batch_size."""
+    batch of at most max_batch_size. The defaults are for CPU replicas, where a batch saves
+    nothing and its segments all wait for its last (callers.stt_batch); on a GPU Whisper's
+    batches pay (8-16, a few tens of ms). Piper speaks a batch's lines one after another."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     replicas: int = Field(default=1, ge=1, le=1000, strict=True)
     num_cpus: float = Field(default=1.0, ge=0, le=256, allow_inf_nan=False)
     num_gpus: float = Field(default=0.0, ge=0, le=16, allow_inf_nan=False)
-    max_batch_size: int = Field(default=4, ge=1, le=256, strict=True)
-    batch_wait_ms: float = Field(default=10.0, ge=0, le=1000, allow_inf_nan=False)
-
-
-class ServeTTSDeploymentConfig(ServeDeploymentConfig):
-    """Piper's: a replica speaks one line at a time (espeak-ng), so a request never waits for
-    others to join it."""
-
     max_batch_size: int = Field(default=1, ge=1, le=256, strict=True)
     batch_wait_ms: float = Field(default=0.0, ge=0, le=1000, allow_inf_nan=False)
 
@@ -63,7 +57,7 @@ class ServeSpeechConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     stt: ServeDeploymentConfig = ServeDeploymentConfig()
-    tts: ServeTTSDeploymentConfig = ServeTTSDeploymentConfig()
+    tts: ServeDeploymentConfig = ServeDeploymentConfig()
     timeout_s: float = Field(default=10.0, gt=0, le=120, allow_inf_nan=False)
 
 

@@ -712,10 +712,14 @@ class CallSession:
         elif isinstance(self.models.stt, OpenAITranscriber):
             rec.speech = {"stt": "openai", "base_url": self.models.stt.config.base_url,
                           "model": self.models.stt.config.model}
+        elif isinstance(self.models.stt, ServeTranscriber):
+            rec.speech = {"stt": "serve", "app": self.models.stt.app}
         if isinstance(self.models.tts, OpenAISynthesizer):  # the service spoke for the caller
             tts = self.models.tts.config
             rec.speech |= {"tts": "openai", "tts_base_url": tts.base_url, "tts_model": tts.model,
                            "tts_voice": tts.voice}
+        elif isinstance(self.models.tts, ServeSynthesizer):
+            rec.speech |= {"tts": "serve", "tts_app": self.models.tts.app}
         if self.agent_messages.dropped:
             rec.transport["agent_messages_dropped"] = self.agent_messages.dropped
         line = self.track.line

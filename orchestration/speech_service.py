@@ -21,6 +21,8 @@ from ray import serve
 
 from callers.audio import STT_RATE
 from callers.serve_speech import ServeDeploymentConfig, ServeSpeechConfig
+from callers.stt_batch import MAX_BATCH_S, BatchedTranscriber, BatchStats
+from callers.tts import Synthesizer
 
 log = logging.getLogger(__name__)
 
@@ -30,19 +32,17 @@ CONTROLLER = ("SERVE_CONTROLLER_ACTOR", "serve")  # Serve's controller actor: na
 class WhisperReplica:
     """Whisper tiny.en (the bundled model) on one replica."""
 
-    def __init__(self, num_gpus: float, max_batch_size: int, batch_wait_ms: float) -> None:
-        from callers.stt_batch import BatchedTranscriber
-
-        device = "cuda" if num_gpus > 0 else "cpu"
-        self.stt = BatchedTranscriber(device=device)
+    def __init__(self, num_gpus: float, max_batch_size: int, batch_wait_ms: float,
+                 num_cpus: float = 1.0) -> None:
+        # CTranslate2 gets the cores the replica reserved (one at least).
+        self.stt = BatchedTranscriber(device="cuda" if num_gpus > 0 else "cpu",
+                                      cpu_threads=max(1, int(num_cpus)))
         self.transcribe_batch.set_max_batch_size(max_batch_size)
         self.transcribe_batch.set_batch_wait_timeout_s(batch_wait_ms / 1000)
         self.stt.decode_batch([(np.zeros(STT_RATE, np.int16), None)])  # the first decode is slow
-        self.stt.stats.__init__()
+        self.stt.stats = BatchStats()
 
     async def transcribe(self, audio16k: np.ndarray, prompt: str | None) -> str:
-        from callers.stt_batch import MAX_BATCH_S
-
         if audio16k.size > MAX_BATCH_S * STT_RATE:  # longer than Whisper's window: alone
             return (await self.stt.alone.transcribe(audio16k, prompt)).text
         return await self.transcribe_batch(audio16k, prompt)
@@ -62,16 +62,12 @@ class PiperReplica:
     first use; it must exist on this node)."""
 
     def __init__(self, max_batch_size: int, batch_wait_ms: float) -> None:
-        from callers.tts import Synthesizer
-
         self.voices = {None: Synthesizer()}
         self.synthesize_batch.set_max_batch_size(max_batch_size)
         self.synthesize_batch.set_batch_wait_timeout_s(batch_wait_ms / 1000)
         self.lines = 0
 
-    def _voice(self, model: str | None):
-        from callers.tts import Synthesizer
-
+    def _voice(self, model: str | None) -> Synthesizer:
         if model not in self.voices:
             self.voices[model] = Synthesizer(model)
         return self.voices[model]
@@ -140,7 +136,7 @@ class SpeechService:
         apps = []
         if "stt" in self.names:
             apps.append((_deployment(WhisperReplica, c.stt, "whisper",
-                                     num_gpus=c.stt.num_gpus,
+                                     num_cpus=c.stt.num_cpus, num_gpus=c.stt.num_gpus,
                                      max_batch_size=c.stt.max_batch_size,
                                      batch_wait_ms=c.stt.batch_wait_ms), self.names["stt"]))
         if "tts" in self.names:

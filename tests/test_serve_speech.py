@@ -138,7 +138,7 @@ def test_serve_backends_and_their_sizes_are_read(tmp_path):
     speech = config.speech
     assert speech.uses_serve and speech.serve.stt.replicas == 2
     assert speech.serve.stt.max_batch_size == 8 and speech.serve.timeout_s == 3
-    # Piper's defaults hold for what its section leaves out: one line at a time, no wait.
+    # The defaults hold for what a section leaves out: CPU replicas, no batch, no wait.
     assert (speech.serve.tts.max_batch_size, speech.serve.tts.batch_wait_ms) == (1, 0.0)
     assert speech_service_cpus(config) == 2 * 0.5 + 1.0
 

@@ -51,6 +51,7 @@ def test_a_run_hears_and_speaks_through_its_own_serve_deployments(tmp_path):
         (r["status"], r.get("failure_reason"), r.get("failure_detail")) for r in records]
     # The agent's questions were heard (by the Whisper deployment) and answered, every fact.
     for record in records:
+        assert record["speech"]["stt"] == record["speech"]["tts"] == "serve", record["speech"]
         heard = " ".join(t.get("text", "") for t in record["turns"] if t["speaker"] == "agent")
         assert "name" in heard.lower(), heard
     assert summary["understanding"]["facts_observed"] > 0
