@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.results_file import write_result  # noqa: E402
 from callers.audio import STT_RATE, resample  # noqa: E402
-from callers.tts import Synthesizer  # noqa: E402
+from callers.speech.tts import Synthesizer  # noqa: E402
 from evaluation import audio_quality as aq  # noqa: E402
 
 LINES = [

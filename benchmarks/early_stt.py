@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT))
 
 from callers.audio import STT_RATE  # noqa: E402
 from callers.session import EARLY_STT_MS  # noqa: E402
-from callers.stt import Transcriber  # noqa: E402
-from callers.vad import FRAME_SAMPLES, SpeechSegmenter  # noqa: E402
+from callers.speech.stt import Transcriber  # noqa: E402
+from callers.speech.vad import FRAME_SAMPLES, SpeechSegmenter  # noqa: E402
 from results_file import write_result  # noqa: E402
 from stt_batching import corpus, speak, wer, words  # noqa: E402
 

@@ -1,5 +1,5 @@
 """A local OpenAI-compatible speech service for benchmarks: POST /v1/audio/transcriptions
-(Whisper tiny.en through callers.stt_batch's short window, one decode thread) and
+(Whisper tiny.en through callers.speech.stt_batch's short window, one decode thread) and
 /v1/audio/speech (the bundled Piper voice, WAV). It stands in for speaches or vLLM's Whisper
 on a speech node, so capacity.py can measure media hosts whose callers neither transcribe
 nor synthesize in-process (`speech: {stt: openai, tts: openai}`).
@@ -25,9 +25,9 @@ from aiohttp import web
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from callers.stt_batch import BatchedTranscriber  # noqa: E402
-from callers.stt_openai import wav_bytes  # noqa: E402
-from callers.tts import Synthesizer  # noqa: E402
+from callers.speech.stt_batch import BatchedTranscriber  # noqa: E402
+from callers.speech.stt_openai import wav_bytes  # noqa: E402
+from callers.speech.tts import Synthesizer  # noqa: E402
 
 MAX_UPLOAD = 16 * 1024 * 1024
 

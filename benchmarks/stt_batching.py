@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from callers.audio import STT_RATE, resample  # noqa: E402
-from callers.stt import Transcriber  # noqa: E402
-from callers.stt_batch import BatchedTranscriber  # noqa: E402
+from callers.speech.stt import Transcriber  # noqa: E402
+from callers.speech.stt_batch import BatchedTranscriber  # noqa: E402
 from callers.transports.websocket import mulaw_decode, mulaw_encode  # noqa: E402
 from reference_agent.flows import FLOWS  # noqa: E402
 from results_file import write_result  # noqa: E402
@@ -88,7 +88,7 @@ def cpu_s() -> float:
 
 
 async def speak(lines: list[str]):
-    from callers.tts import Synthesizer
+    from callers.speech.tts import Synthesizer
 
     tts = Synthesizer()
     clips = []

@@ -11,7 +11,7 @@ from callers.line import CallerLine, GilbertElliott
 from callers.media import Utterance, utterance_from_pcm
 from callers.noise import NoiseBed, active_rms, render_async
 from callers.persona import Persona
-from callers.tts import TextToSpeech
+from callers.speech.tts import TextToSpeech
 
 LEAD_MS = 30  # voice kept before the first loud window when gluing parts together
 # Spoken once per call to measure the persona's speech level for the noise SNR.

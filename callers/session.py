@@ -22,17 +22,17 @@ from callers.persona import Persona
 from callers.record import CallRecord, StageTiming, TimelineEvent, Turn
 from callers.scenario import CallFacts, ScriptTurn
 from callers.script import ScriptBrain, brain_for, wav_utterance
-from callers.serve_speech import ServeSynthesizer, ServeTranscriber
-from callers.stt import SpeechToText, Transcriber, warm_up
-from callers.stt_batch import BatchedTranscriber
-from callers.stt_openai import OpenAISTTConfig, OpenAITranscriber
+from callers.speech.serve_speech import ServeSynthesizer, ServeTranscriber
+from callers.speech.stt import SpeechToText, Transcriber, warm_up
+from callers.speech.stt_batch import BatchedTranscriber
+from callers.speech.stt_openai import OpenAISTTConfig, OpenAITranscriber
 from callers.trace_context import TraceContext
 from callers.transport import Target
 from callers.transports import CallTransport, TransportEvents, make_transport
-from callers.tts import Synthesizer, TextToSpeech
-from callers.tts_cache import CachedSynthesizer, TTSCache
-from callers.tts_openai import OpenAISynthesizer, OpenAITTSConfig
-from callers.vad import SpeechSegment, SpeechSegmenter
+from callers.speech.tts import Synthesizer, TextToSpeech
+from callers.speech.tts_cache import CachedSynthesizer, TTSCache
+from callers.speech.tts_openai import OpenAISynthesizer, OpenAITTSConfig
+from callers.speech.vad import SpeechSegment, SpeechSegmenter
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ async def load_caller_models(
         serve: dict[str, Any] | None = None) -> CallerModels:
     """Load Whisper and Piper once per process, off the event loop, and warm them up.
     stt batched: Whisper through a 10 s window, the process's calls sharing its decode thread
-    (callers.stt_batch);
+    (callers.speech.stt_batch);
     stt openai: an OpenAI-compatible service transcribes (openai: its speech.openai section);
     stt none: no Whisper is loaded (the calls transcribe nothing);
     tts openai: an OpenAI-compatible service speaks (openai_tts: its speech.openai_tts

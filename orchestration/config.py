@@ -14,9 +14,9 @@ from callers.errors import ConfigError
 from callers.inputs import check_env_name, check_url, excerpt
 from callers.safe_yaml import load_yaml
 from callers.llm_brain import LLMConfig
-from callers.serve_speech import INSTALL_HINT, ServeSpeechConfig, serve_installed
-from callers.stt_openai import OpenAISTTConfig
-from callers.tts_openai import OpenAITTSConfig
+from callers.speech.serve_speech import INSTALL_HINT, ServeSpeechConfig, serve_installed
+from callers.speech.stt_openai import OpenAISTTConfig
+from callers.speech.tts_openai import OpenAITTSConfig
 from callers.transport import Target
 from evaluation.llm_judge import JudgeConfig
 from evaluation.compare import RegressionConfig
@@ -292,7 +292,7 @@ class EvaluationConfig(_Model):
 class SpeechConfig(_Model):
     """How callers hear the agent and speak. `stt: local` transcribes each agent turn in-process
     (faster-whisper, most of a caller's CPU), one segment at a time; `stt: batched` decodes through a 10 s window
-    instead of Whisper's 30 s (callers.stt_batch: ~5x the segments per core,
+    instead of Whisper's 30 s (callers.speech.stt_batch: ~5x the segments per core,
     benchmarks/stt_batching.py; one at a time on CPU, where batching saves nothing); `stt: none` loads no Whisper and transcribes
     nothing: agent turns are still found (VAD) and timed, with empty text, for load, pacing
     and soak runs whose scenarios all have a `script:` (nothing has to understand the agent).

@@ -15,7 +15,7 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
 from callers.errors import ConfigError
 from callers.persona import resolve_persona
-from callers.serve_speech import first_line
+from callers.speech.serve_speech import first_line
 from callers.scenario import resolve_scenario
 from callers.record import CallRecord
 from callers.transport import Target

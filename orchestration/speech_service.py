@@ -1,9 +1,9 @@
 """The run's shared speech deployments on Ray Serve (`speech: {stt: serve, tts: serve}`):
-started before the caller hosts, deleted when the run ends; callers.serve_speech is the hosts'
+started before the caller hosts, deleted when the run ends; callers.speech.serve_speech is the hosts'
 side. Needs callfleet[serve] (Ray's serve extra); imported only when a run asks for it.
 
 Whisper takes requests in @serve.batch batches, decoded together through the short window of
-callers.stt_batch (padding to the longest segment, a loop decoded again alone); on a GPU
+callers.speech.stt_batch (padding to the longest segment, a loop decoded again alone); on a GPU
 (num_gpus > 0) it runs CUDA float16, where batches pay. Piper speaks a batch's lines one after
 another (espeak-ng is not thread-safe); its replicas are how it scales. No HTTP proxy is started:
 hosts call the deployments through handles, inside the cluster.
@@ -20,9 +20,9 @@ import ray
 from ray import serve
 
 from callers.audio import STT_RATE
-from callers.serve_speech import ServeDeploymentConfig, ServeSpeechConfig
-from callers.stt_batch import MAX_BATCH_S, BatchedTranscriber, BatchStats
-from callers.tts import Synthesizer
+from callers.speech.serve_speech import ServeDeploymentConfig, ServeSpeechConfig
+from callers.speech.stt_batch import MAX_BATCH_S, BatchedTranscriber, BatchStats
+from callers.speech.tts import Synthesizer
 
 log = logging.getLogger(__name__)
 

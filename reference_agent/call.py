@@ -20,10 +20,10 @@ from callers.media import (
     received_frames,
     utterance_from_pcm,
 )
-from callers.stt import Transcriber
+from callers.speech.stt import Transcriber
 from callers.transport import close_peer_connection
-from callers.tts import Synthesizer
-from callers.vad import SpeechSegment, SpeechSegmenter
+from callers.speech.tts import Synthesizer
+from callers.speech.vad import SpeechSegment, SpeechSegmenter
 from reference_agent.dialog import Dialog
 from reference_agent.lean import LEAN_PROCESSING_BUDGET_MS, LeanDialog
 from reference_agent.turn_log import LastSound, TurnLog

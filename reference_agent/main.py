@@ -10,9 +10,9 @@ import asyncio
 import signal
 
 from callers.errors import ConfigError
-from callers.stt import Transcriber, warm_up
-from callers.tts import Synthesizer
-from callers.tts_cache import CachedSynthesizer, TTSCache
+from callers.speech.stt import Transcriber, warm_up
+from callers.speech.tts import Synthesizer
+from callers.speech.tts_cache import CachedSynthesizer, TTSCache
 from reference_agent.call import AgentKnobs, SpeechModels
 from reference_agent.lean import lean_lines
 from reference_agent.server import AgentServer, serve

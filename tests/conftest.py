@@ -7,7 +7,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def synth():
-    from callers.tts import Synthesizer
+    from callers.speech.tts import Synthesizer
 
     s = Synthesizer()
     yield s

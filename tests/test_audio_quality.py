@@ -28,7 +28,7 @@ AGENT_LINES = (
 @pytest.fixture(scope="module")
 def clean() -> np.ndarray:
     """A few sentences in the bundled Piper voice, at 16 kHz (the recording's rate)."""
-    from callers.tts import Synthesizer
+    from callers.speech.tts import Synthesizer
 
     voice = Synthesizer()
     try:

@@ -7,7 +7,7 @@ import pytest
 
 from callers.audio import STT_RATE, WIRE_RATE, resample, voiced_bounds, write_stereo_wav
 from callers.media import Playout, place_on_timeline, utterance_from_pcm
-from callers.vad import FRAME_SAMPLES, SpeechSegmenter
+from callers.speech.vad import FRAME_SAMPLES, SpeechSegmenter
 
 FRAME_MS = 20
 TOLERANCE_MS = 60

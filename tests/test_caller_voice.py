@@ -10,7 +10,7 @@ from callers.caller_voice import CallerVoice, caller_line
 from callers.noise import measured_snr_db
 from callers.persona import Persona, find_persona
 from callers.session import CallerModels
-from callers.tts import bundled_voice_paths
+from callers.speech.tts import bundled_voice_paths
 
 
 def persona(**changes) -> Persona:

@@ -309,6 +309,8 @@ def test_run_config_compares_after_the_run_and_its_exit_code_counts_the_regressi
     base = write_run(tmp_path / "base", records)
 
     class FakeFleet:
+        speech_stats = None  # no Ray Serve speech in this run
+
         def __init__(self, config, target, store, live=None):
             self.records = {r["call_id"]: r for r in shifted(records, 1.5)}
 

@@ -22,7 +22,7 @@ from callers.media import (
     utterance_from_pcm,
 )
 from callers.audio import FRAME_MS
-from callers.vad import FRAME_SAMPLES, SpeechSegmenter
+from callers.speech.vad import FRAME_SAMPLES, SpeechSegmenter
 from evaluation.latency_check import accuracy_summary, pair_turns
 from reference_agent.turn_log import LastSound, TurnLog, read_turn_log
 

@@ -13,8 +13,8 @@ import pytest
 import reference_agent.call as call_module
 import reference_agent.main as main_module
 from callers.audio import STT_RATE
-from callers.tts_cache import CachedSynthesizer, TTSCache
-from callers.vad import SpeechSegment
+from callers.speech.tts_cache import CachedSynthesizer, TTSCache
+from callers.speech.vad import SpeechSegment
 from orchestration.cli import build_parser, main
 from reference_agent.call import AgentCall, AgentKnobs, AgentMedia, SpeechModels
 from reference_agent.dialog import AgentReply

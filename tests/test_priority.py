@@ -51,8 +51,8 @@ def test_a_thread_already_past_the_inference_nice_goes_to_the_lowest():
 
 
 def test_whisper_and_piper_decode_below_the_media_and_restoring_priority_keeps_them_there():
-    from callers.stt import Transcriber
-    from callers.tts import Synthesizer
+    from callers.speech.stt import Transcriber
+    from callers.speech.tts import Synthesizer
 
     before = threads_at(LOWERED)
     stt, tts = Transcriber(), Synthesizer()

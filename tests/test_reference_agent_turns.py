@@ -12,7 +12,7 @@ import pytest
 import reference_agent.call as call_module
 from callers.audio import STT_RATE, resample
 from callers.media import utterance_from_pcm
-from callers.vad import FRAME_SAMPLES, SpeechSegment, SpeechSegmenter
+from callers.speech.vad import FRAME_SAMPLES, SpeechSegment, SpeechSegmenter
 from reference_agent.call import ENDPOINT_SILENCE_MS, AgentCall, AgentKnobs, SpeechModels
 from reference_agent.dialog import AgentReply
 from reference_agent.turns import (

@@ -1,5 +1,5 @@
 """`speech: {stt: serve, tts: serve}`: the hosts' clients of the run's Ray Serve deployments
-(callers/serve_speech.py) against a fake handle, the config section, and the guard that the
+(callers/speech/serve_speech.py) against a fake handle, the config section, and the guard that the
 replicas fit the cluster. tests/test_serve_speech_e2e.py runs the real deployments."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 
 import orchestration.config as config_module
 from callers.errors import CallFailed, ConfigError
-from callers.serve_speech import ServeSynthesizer, ServeTranscriber
+from callers.speech.serve_speech import ServeSynthesizer, ServeTranscriber
 from orchestration.config import RunConfig, load_run_config
 from orchestration.guards import check_hosts, speech_service_cpus, speech_service_guard
 

@@ -17,8 +17,8 @@ import yaml
 
 from callers.audio import STT_RATE, resample
 from callers.errors import CallFailed
-from callers.serve_speech import ServeSpeechConfig, ServeSynthesizer, ServeTranscriber
-from callers.tts import Synthesizer
+from callers.speech.serve_speech import ServeSpeechConfig, ServeSynthesizer, ServeTranscriber
+from callers.speech.tts import Synthesizer
 
 pytestmark = pytest.mark.e2e
 
@@ -87,7 +87,7 @@ async def test_a_deployment_that_goes_away_fails_calls_by_name_not_by_hanging(mo
             line = "What is the last four digits of your card?"
             pcm = await tts.synthesize(line)
             # Same text, rate and variant: as long as Piper in-process says it (its waveform
-            # noise is unseeded; its durations are fixed, callers.tts), so timing replays.
+            # noise is unseeded; its durations are fixed, callers.speech.tts), so timing replays.
             assert pcm.size == (await local.synthesize(line)).size
             heard = await stt.transcribe(resample(pcm, tts.sample_rate, STT_RATE))
             assert "four digits" in heard.text.lower(), heard.text

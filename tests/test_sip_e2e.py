@@ -23,7 +23,7 @@ import pytest
 
 from callers.persona import resolve_persona
 from callers.session import CallerModels, CallSession, load_caller_models
-from callers.stt import Transcript
+from callers.speech.stt import Transcript
 from callers.transport import Target
 from evaluation.scoring import score_call
 from orchestration.config import TargetConfig

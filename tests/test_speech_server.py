@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from callers.audio import STT_RATE, resample
-from callers.stt_openai import OpenAISTTConfig, OpenAITranscriber
-from callers.tts_openai import OpenAISynthesizer, OpenAITTSConfig
+from callers.speech.stt_openai import OpenAISTTConfig, OpenAITranscriber
+from callers.speech.tts_openai import OpenAISynthesizer, OpenAITTSConfig
 from tests.fake_llm import loopback_v1
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))

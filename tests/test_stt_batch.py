@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from callers.audio import STT_RATE, resample
-from callers.stt import Transcript
-from callers.stt_batch import BatchedTranscriber
+from callers.speech.stt import Transcript
+from callers.speech.stt_batch import BatchedTranscriber
 from evaluation.agent_reports import word_error_rate, words as eval_words
 
 LINES = ["What is your first name?", "I have your last name as Smith.",

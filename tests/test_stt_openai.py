@@ -17,8 +17,8 @@ from aiohttp import web
 
 from callers.audio import STT_RATE, resample
 from callers.errors import CallFailed, ConfigError
-from callers.stt import Transcriber
-from callers.stt_openai import OpenAISTTConfig, OpenAITranscriber
+from callers.speech.stt import Transcriber
+from callers.speech.stt_openai import OpenAISTTConfig, OpenAITranscriber
 from tests.fake_llm import ScriptedFailures, loopback_v1
 
 KEY_ENV = "CALLFLEET_TEST_STT_KEY"

@@ -14,7 +14,7 @@ from callers.persona import resolve_persona
 from callers.record import CallRecord
 from callers.session import CallerModels, CallSession
 from callers.transport import Target
-from callers.tts_cache import CachedSynthesizer, TTSCache
+from callers.speech.tts_cache import CachedSynthesizer, TTSCache
 from evaluation.summary import summarize
 from tests.fake_transport import FakeAgentTransport, FakeSTT, FakeTTS
 

@@ -15,10 +15,10 @@ import pytest
 from aiohttp import web
 
 from callers.errors import FAILURE_REASONS, CallFailed, ConfigError
-from callers.stt_openai import wav_bytes
-from callers.tts import Synthesizer
-from callers.tts_cache import CachedSynthesizer, TTSCache
-from callers.tts_openai import OpenAISynthesizer, OpenAITTSConfig
+from callers.speech.stt_openai import wav_bytes
+from callers.speech.tts import Synthesizer
+from callers.speech.tts_cache import CachedSynthesizer, TTSCache
+from callers.speech.tts_openai import OpenAISynthesizer, OpenAITTSConfig
 from tests.fake_llm import ScriptedFailures, loopback_v1
 
 KEY_ENV = "CALLFLEET_TEST_TTS_KEY"
@@ -197,7 +197,7 @@ SECTION = f"{{base_url: 'http://127.0.0.1:8000/v1', model: tts-1, voice: alloy, 
 
 @pytest.mark.parametrize(("speech", "says"), [
     ("{tts: openai}", "tts: openai needs an openai_tts: section"),
-    ("{tts: espeak}", "speech.tts: Input should be 'piper' or 'openai'"),
+    ("{tts: espeak}", "speech.tts: Input should be 'piper', 'openai' or 'serve'"),
     (f"{{tts: openai, openai_tts: {SECTION}, response_format: mp3}}}}",
      "speech.openai_tts.response_format: Input should be 'wav' or 'pcm'"),
     (f"{{tts: openai, openai_tts: {SECTION}, timeout_s: 0}}}}", "speech.openai_tts.timeout_s"),

@@ -1,6 +1,6 @@
 """Real calls over WebSocket media streams: pcm-ws and twilio-ws, Whisper and Piper on both
 sides, against the reference agent's /pcm and /twilio endpoints on 127.0.0.1. The callers hear
-the agent through micro-batched STT (`speech: {stt: batched}`, callers.stt_batch): the other
+the agent through micro-batched STT (`speech: {stt: batched}`, callers.speech.stt_batch): the other
 real-call tests cover one-at-a-time decoding.
 
 Phases run one after the other (the barge-in pair together, each against its own agent).

@@ -19,8 +19,8 @@ from pydantic import Field
 
 from callers.audio import STT_RATE
 from callers.llm_brain import LLMConfig
-from callers.openai_speech import OpenAISpeechClient
-from callers.stt import Transcript
+from callers.speech.openai_speech import OpenAISpeechClient
+from callers.speech.stt import Transcript
 
 
 class OpenAISTTConfig(LLMConfig):
@@ -43,7 +43,7 @@ def wav_bytes(audio: np.ndarray, rate: int = STT_RATE) -> bytes:
 
 
 class OpenAITranscriber(OpenAISpeechClient):
-    """callers.stt.SpeechToText over HTTP; one client per process, created in its event loop."""
+    """callers.speech.stt.SpeechToText over HTTP; one client per process, created in its event loop."""
 
     reason = "stt_unavailable"
     section = "speech.openai"

@@ -12,7 +12,7 @@ from typing import Protocol
 import numpy as np
 
 from callers.priority import lower_this_thread
-from callers.tts import TextToSpeech
+from callers.speech.tts import TextToSpeech
 
 
 def bundled_whisper_path() -> Path:
@@ -31,7 +31,7 @@ class Transcript:
 class SpeechToText(Protocol):
     """What callers and the agent need of STT: 16 kHz int16 audio (and the question being
     answered, as a prompt) in, text out, off the event loop. Transcriber decodes one segment
-    at a time; callers.stt_batch.BatchedTranscriber batches the segments of a host's calls and
+    at a time; callers.speech.stt_batch.BatchedTranscriber batches the segments of a host's calls and
     decodes the most urgent first: needed_in_s is how soon the caller's reply needs the text
     (None: no reply waits for it). The others take it and decode in order."""
 

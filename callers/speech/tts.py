@@ -1,5 +1,5 @@
 """Text to speech: the TextToSpeech seam, and Piper behind it (one synthesis thread per process;
-callers/tts_cache.py caches, callers/tts_openai.py is the OpenAI-compatible service)."""
+callers/speech/tts_cache.py caches, callers/speech/tts_openai.py is the OpenAI-compatible service)."""
 
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ class TextToSpeech(Protocol):
     """What callers need of TTS: text, a speaking rate and a timbre variant in, mono int16 audio
     at `sample_rate` out, off the event loop. `voice_id` names the voice in cache keys (never a
     secret); a backend may add cache_key(text, rate, variant) when the key needs more than
-    voice, text, rate and variant (callers.tts_cache.CachedSynthesizer). Synthesizer is Piper
-    in-process, callers.tts_openai.OpenAISynthesizer an OpenAI-compatible service."""
+    voice, text, rate and variant (callers.speech.tts_cache.CachedSynthesizer). Synthesizer is Piper
+    in-process, callers.speech.tts_openai.OpenAISynthesizer an OpenAI-compatible service."""
 
     @property
     def sample_rate(self) -> int: ...

@@ -19,7 +19,7 @@ from pydantic import Field
 
 from callers.audio import resample
 from callers.llm_brain import EndpointConfig
-from callers.openai_speech import OpenAISpeechClient
+from callers.speech.openai_speech import OpenAISpeechClient
 
 SPEED_RANGE = (0.25, 4.0)  # what OpenAI's speech endpoint accepts
 
@@ -37,7 +37,7 @@ class OpenAITTSConfig(EndpointConfig):
 
 
 class OpenAISynthesizer(OpenAISpeechClient):
-    """callers.tts.TextToSpeech over HTTP; one client per process, created in its event loop.
+    """callers.speech.tts.TextToSpeech over HTTP; one client per process, created in its event loop.
 
     A rate is sent as the request's speed; a variant (Piper's timbre) has no equivalent in a
     service voice and is not sent, nor part of the cache key.

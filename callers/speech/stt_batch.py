@@ -3,7 +3,7 @@ window are decoded together, each batch padded only to its longest segment (and 
 MIN_WINDOW_S). On CPU the defaults decode one segment at a time (see WINDOW_MS): the short
 window is what saves the CPU.
 
-Whisper decodes one segment through a 30 s window today (callers.stt): the encoder's cost is
+Whisper decodes one segment through a 30 s window today (callers.speech.stt): the encoder's cost is
 per window, not per second of speech, and a 2 s answer pays for 30 s. Here a batch is padded
 to its longest segment plus PAD_S of silence and goes through the CTranslate2 model once.
 
@@ -26,7 +26,7 @@ import numpy as np
 
 from callers.audio import STT_RATE
 from callers.priority import lower_this_thread
-from callers.stt import Transcriber, Transcript
+from callers.speech.stt import Transcriber, Transcript
 
 PAD_S = 0.5  # silence after the longest segment: Whisper needs some to end its last word
 # Below ~10 s Whisper tiny.en loops on short segments (measured: 64 % WER at 2-8 s windows
@@ -75,7 +75,7 @@ class BatchStats:
 
 
 class BatchedTranscriber:
-    """Same interface as callers.stt.Transcriber (transcribe(audio16k, prompt) -> Transcript);
+    """Same interface as callers.speech.stt.Transcriber (transcribe(audio16k, prompt) -> Transcript);
     one decode thread, so batches run one after another while the next one gathers."""
 
     def __init__(self, model=None, *, cpu_threads: int = 1, window_ms: float = WINDOW_MS,

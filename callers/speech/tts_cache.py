@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from callers.tts import TextToSpeech
+from callers.speech.tts import TextToSpeech
 
 DEFAULT_MAX_BYTES = 64 * 2**20  # ~25 minutes of 22.05 kHz int16 speech
 _SYNTHESES: set[asyncio.Future] = set()  # syntheses in flight, outliving their requester

@@ -24,7 +24,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from callers.errors import CallFailed
-from callers.stt import Transcript
+from callers.speech.stt import Transcript
 
 ATTEMPTS = 2
 INSTALL_HINT = "pip install 'callfleet[serve]'"
@@ -39,7 +39,7 @@ class ServeDeploymentConfig(BaseModel):
     """One deployment's size: replicas, and what each one reserves on its node (num_gpus > 0
     runs Whisper on CUDA in float16). Requests wait up to batch_wait_ms for others to join a
     batch of at most max_batch_size. The defaults are for CPU replicas, where a batch saves
-    nothing and its segments all wait for its last (callers.stt_batch); on a GPU Whisper's
+    nothing and its segments all wait for its last (callers.speech.stt_batch); on a GPU Whisper's
     batches pay (8-16, a few tens of ms). Piper speaks a batch's lines one after another."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -108,7 +108,7 @@ def _cancel(response: Any) -> None:
 
 
 class ServeTranscriber(ServeClient):
-    """callers.stt.SpeechToText on the run's Whisper deployment."""
+    """callers.speech.stt.SpeechToText on the run's Whisper deployment."""
 
     reason = "stt_unavailable"
 
@@ -120,7 +120,7 @@ class ServeTranscriber(ServeClient):
 
 
 class ServeSynthesizer(ServeClient):
-    """callers.tts.TextToSpeech on the run's Piper deployment, in one voice: the bundled one
+    """callers.speech.tts.TextToSpeech on the run's Piper deployment, in one voice: the bundled one
     (model None) or a Piper model path, which must exist on the deployment's nodes. Made with
     connect(), which asks the deployment for the voice's rate and identity."""
 
