@@ -27,6 +27,38 @@ from callers.transports.base import CallTransport
 log = logging.getLogger(__name__)
 
 
+class InlineExecutorLoop:
+    """The event loop, except that run_in_executor runs the function here and now.
+
+    aiortc's RTCRtpSender encodes every 20 ms frame through loop.run_in_executor: the hop to
+    the default executor and back costs more than the Opus encode itself (measured: 375 µs of
+    CPU a frame through the executor, 158 µs inline; ~1 % of a core per call), and the executor
+    was ~11 % of a host's core at 8-9 callers. Inline, the same bytes go out, audio level
+    included, and the loop is busy ~0.2 ms a frame instead."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def run_in_executor(self, executor: Any, func: Any, *args: Any) -> asyncio.Future:
+        future = self._loop.create_future()
+        try:
+            future.set_result(func(*args))
+        except Exception as e:
+            future.set_exception(e)
+        return future
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loop, name)
+
+
+def encode_inline(sender: Any) -> None:
+    """Make an aiortc sender encode on the event loop (InlineExecutorLoop). It keeps its
+    executor hop if aiortc's sender no longer has the loop attribute this replaces."""
+    loop = getattr(sender, "_RTCRtpSender__loop", None)
+    if loop is not None and not isinstance(loop, InlineExecutorLoop):
+        sender._RTCRtpSender__loop = InlineExecutorLoop(loop)
+
+
 class WebRtcTransport(CallTransport):
     kind = "webrtc"
     continuous_media = True  # aiortc keeps sending (silence too): a silent track is a dead agent
@@ -45,7 +77,7 @@ class WebRtcTransport(CallTransport):
         pc = self.pc
         self._read_channel(pc.createDataChannel(self.target.state_channel))
         pc.on("datachannel", self._read_channel)  # channels the agent opens itself
-        pc.addTrack(self.outgoing)
+        encode_inline(pc.addTrack(self.outgoing))
         prefer_codec(pc.getTransceivers()[0], self.codec)
         pc.on("track", self._on_track)
         pc.on("connectionstatechange", self._on_connection_state)
