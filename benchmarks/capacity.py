@@ -230,12 +230,14 @@ async def measure(level: int, stt: str, base_url: str, agent_pid: int, run_dir: 
 
 # What runs in each of a host's thread groups.
 THREAD_WORK = {"AsyncIO Thread: default": "the event loop (a Ray async actor's): aiortc RTP and "
-                                          "SRTP, VAD, pacing, the call sessions",
+                                          "SRTP, Opus encode (encode_inline), VAD, pacing, "
+                                          "the call sessions",
                "speech-native": "CTranslate2's Whisper decode (and onnxruntime's) threads",
                "stt-batch": "Whisper's Python side (stt: batched): features, tokens",
                "stt": "Whisper's Python side (stt: local)", "tts": "Piper with espeak-ng",
                "audio-decoder": "aiortc Opus decode, one thread per call",
-               "asyncio": "aiortc Opus encode, noise beds, audio files (to_thread)",
+               "asyncio": "noise beds, audio files (to_thread); before encode_inline, aiortc's "
+                          "Opus encode",
                "native": "Ray's own threads"}
 
 
