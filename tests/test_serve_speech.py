@@ -191,3 +191,23 @@ def test_null_calls_start_no_speech_replicas():
     config = RunConfig.model_validate({**BASE, "speech": {"stt": "serve"},
                                        "fleet": {"null_call_s": 0.1}})
     assert speech_service_cpus(config) == 0 and speech_service_guard(config, 1, 0) is None
+
+
+async def test_a_host_that_cannot_reach_the_speech_deployments_records_the_named_reason(
+        monkeypatch, tmp_path):
+    from orchestration import host as host_module
+
+    async def unreachable(**_):
+        raise CallFailed("tts_unavailable", "Ray Serve application callfleet-tts-r1: no answer "
+                                            "in time")
+
+    monkeypatch.setattr(host_module, "load_caller_models", unreachable)
+    host = host_module.CallerHostImpl(str(tmp_path), tts="serve",
+                                      serve={"apps": {"tts": "callfleet-tts-r1"},
+                                             "timeout_s": 1.0})
+    record = await host.place({"call_id": "c0", "persona": "cooperative-john", "seed": 0,
+                               "target": {"url": "http://127.0.0.1:9/offer"}})
+    host.lag._task.cancel()
+    assert (record["status"], record["failure_reason"]) == ("failed", "tts_unavailable")
+    assert record["failure_detail"] == ("Ray Serve application callfleet-tts-r1: no answer in "
+                                        "time")
