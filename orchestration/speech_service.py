@@ -1,6 +1,6 @@
 """The run's shared speech deployments on Ray Serve (`speech: {stt: serve, tts: serve}`):
-started before the caller hosts, deleted when the run ends; callers.speech.serve_speech is the hosts'
-side. Needs callfleet[serve] (Ray's serve extra); imported only when a run asks for it.
+started before the caller hosts, deleted when the run ends; callers.speech.serve_speech is
+the hosts' side. Needs callfleet[serve] (Ray's serve extra); imported only when a run asks for it.
 
 Whisper takes requests in @serve.batch batches, decoded together through the short window of
 callers.speech.stt_batch (padding to the longest segment, a loop decoded again alone); on a GPU

@@ -144,7 +144,8 @@ def test_serve_backends_and_their_sizes_are_read(tmp_path):
 
 
 @pytest.mark.parametrize(("serve", "expected"), [
-    ({"stt": {"replicas": 0}}, "speech.serve.stt.replicas: Input should be greater than or equal to 1"),
+    ({"stt": {"replicas": 0}},
+     "speech.serve.stt.replicas: Input should be greater than or equal to 1"),
     ({"stt": {"gpus": 1}}, "speech.serve.stt.gpus: unknown field"),
     ({"timeout_s": 0}, "speech.serve.timeout_s: Input should be greater than 0"),
 ])

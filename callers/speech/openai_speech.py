@@ -1,4 +1,4 @@
-"""What the OpenAI-compatible speech clients (callers.speech.stt_openai, callers.speech.tts_openai) share:
+"""What the OpenAI-compatible speech clients (stt_openai, tts_openai in this package) share:
 the key read from the variable the config names, one client per process made in its event
 loop, and a request that is retried once, each try bounded by timeout_s, before the call fails
 with the backend's reason. Failure details say what went wrong, never a response body or the

@@ -39,8 +39,8 @@ class ServeDeploymentConfig(BaseModel):
     """One deployment's size: replicas, and what each one reserves on its node (num_gpus > 0
     runs Whisper on CUDA in float16). Requests wait up to batch_wait_ms for others to join a
     batch of at most max_batch_size. The defaults are for CPU replicas, where a batch saves
-    nothing and its segments all wait for its last (callers.speech.stt_batch); on a GPU Whisper's
-    batches pay (8-16, a few tens of ms). Piper speaks a batch's lines one after another."""
+    nothing and its segments all wait for its last (stt_batch); on a GPU Whisper's batches pay
+    (8-16, a few tens of ms). Piper speaks a batch's lines one after another."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

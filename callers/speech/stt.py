@@ -31,7 +31,7 @@ class Transcript:
 class SpeechToText(Protocol):
     """What callers and the agent need of STT: 16 kHz int16 audio (and the question being
     answered, as a prompt) in, text out, off the event loop. Transcriber decodes one segment
-    at a time; callers.speech.stt_batch.BatchedTranscriber batches the segments of a host's calls and
+    at a time; stt_batch.BatchedTranscriber batches the segments of a host's calls and
     decodes the most urgent first: needed_in_s is how soon the caller's reply needs the text
     (None: no reply waits for it). The others take it and decode in order."""
 

@@ -75,7 +75,7 @@ class BatchStats:
 
 
 class BatchedTranscriber:
-    """Same interface as callers.speech.stt.Transcriber (transcribe(audio16k, prompt) -> Transcript);
+    """Same interface as stt.Transcriber (transcribe(audio16k, prompt) -> Transcript);
     one decode thread, so batches run one after another while the next one gathers."""
 
     def __init__(self, model=None, *, cpu_threads: int = 1, window_ms: float = WINDOW_MS,

@@ -43,7 +43,7 @@ def wav_bytes(audio: np.ndarray, rate: int = STT_RATE) -> bytes:
 
 
 class OpenAITranscriber(OpenAISpeechClient):
-    """callers.speech.stt.SpeechToText over HTTP; one client per process, created in its event loop."""
+    """stt.SpeechToText over HTTP; one client per process, created in its event loop."""
 
     reason = "stt_unavailable"
     section = "speech.openai"

@@ -1,5 +1,5 @@
 """Text to speech: the TextToSpeech seam, and Piper behind it (one synthesis thread per process;
-callers/speech/tts_cache.py caches, callers/speech/tts_openai.py is the OpenAI-compatible service)."""
+tts_cache.py caches, tts_openai.py is the OpenAI-compatible service)."""
 
 from __future__ import annotations
 
