@@ -93,6 +93,35 @@ def sound_bounds(pcm: np.ndarray, rate: int, level_dbfs: float = SOUND_LEVEL_DBF
     return int(loud[0]), int(loud[-1]) + max(1, int(rate * window_ms / 1000))
 
 
+# The caller's speech ends crisply: Piper lets a line fade out (a final "s", a breath, a lone
+# click) for up to ~120 ms at -38..-50 dBFS, right at the -45 dBFS bound, where Opus coding
+# moves the last loud window by tens of ms either way (seen at the agent: -120..+6 ms against
+# the end callfleet recorded). Cut at the end of the last window above -40 dBFS with a 5 ms
+# fade, the end is where both sides hear it: +2..+6 ms after Opus
+# (tests/test_crisp_end.py). What is cut is the faint tail, 30 dB under the speech.
+CRISP_END_DBFS = -40.0
+CRISP_FADE_MS = 5.0
+
+
+def crisp_end_ms(band16: np.ndarray) -> float | None:
+    """Where a crisp end cuts 16 kHz speech (ms from its start); None if nothing is that loud."""
+    loud = np.flatnonzero(loud_windows(band16, STT_RATE, CRISP_END_DBFS))
+    if loud.size == 0:
+        return None
+    return (int(loud[-1]) + STT_RATE * SOUND_WINDOW_MS // 1000) * 1000 / STT_RATE
+
+
+def fade_out_at(pcm: np.ndarray, rate: int, at_ms: float,
+                fade_ms: float = CRISP_FADE_MS) -> np.ndarray:
+    """pcm faded linearly to zero over fade_ms from at_ms, silent after it (a copy)."""
+    i, n = int(rate * at_ms / 1000), max(1, int(rate * fade_ms / 1000))
+    out = pcm.copy()
+    tail = out[i : i + n]
+    tail[:] = (tail * np.linspace(1.0, 0.0, n)[: tail.size]).astype(np.int16)
+    out[i + n :] = 0
+    return out
+
+
 def voiced_bounds(pcm: np.ndarray, rate: int,
                   threshold_dbfs: float = SOUND_LEVEL_DBFS) -> tuple[int, int]:
     """First and last sample of the sound (5 ms windows above threshold): TTS silence trimmed."""

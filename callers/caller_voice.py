@@ -40,7 +40,7 @@ class CallerVoice:
         rate = self.tts.sample_rate
         pcm = _trim_lead(await self._pcm(text), rate)
         if hesitation is None:
-            return utterance_from_pcm(pcm, rate, text, mode=mode)
+            return utterance_from_pcm(pcm, rate, text, mode=mode, crisp_end=True)
         filler, pause_ms = hesitation
         head = _trim_lead(await self._pcm(filler), rate)
         head = head[: voiced_bounds(head, rate)[1]]  # the pause starts where the filler ends
@@ -48,7 +48,7 @@ class CallerVoice:
         pause = np.zeros(int(rate * pause_ms / 1000), np.int16)
         glued = np.concatenate([head, pause, tail])
         return utterance_from_pcm(glued, rate, f"{filler} {text}", mode=mode,
-                                  pause_at=[(head.size, head.size + pause.size)])
+                                  pause_at=[(head.size, head.size + pause.size)], crisp_end=True)
 
     async def speech_rms(self) -> float:
         """Active speech level of this voice at the wire rate (what the noise SNR is set against)."""

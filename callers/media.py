@@ -455,7 +455,7 @@ def place_on_timeline(chunks: list[tuple[float, np.ndarray]], rate: int) -> np.n
 
 def utterance_from_pcm(
     pcm: np.ndarray, rate: int, text: str, *, mode: str = "turn", record: bool = True,
-    pause_at: list[tuple[int, int]] | None = None,
+    pause_at: list[tuple[int, int]] | None = None, crisp_end: bool = False,
 ) -> Utterance:
     """Prepare synthesized audio for the wire (48 kHz) and, if recorded, at 16 kHz.
 
@@ -465,11 +465,17 @@ def utterance_from_pcm(
 
     pause_at: (start, end) sample ranges of pcm that are deliberate pauses; each splits the
     voiced span into parts (a hesitation).
+    crisp_end: cut the faint tail after the last sound above -40 dBFS (callers.audio
+    CRISP_END_DBFS): the caller's synthesized speech, whose end the agent must hear where
+    callfleet records it.
     """
-    from callers.audio import resample, voiced_bounds
+    from callers.audio import crisp_end_ms, fade_out_at, resample, voiced_bounds
 
     pcm48 = resample(pcm, rate, WIRE_RATE)
     band16 = resample(pcm, rate, STT_RATE)
+    cut_ms = crisp_end_ms(band16) if crisp_end else None
+    if cut_ms is not None:
+        pcm48, band16 = fade_out_at(pcm48, WIRE_RATE, cut_ms), fade_out_at(band16, STT_RATE, cut_ms)
     pcm16 = band16 if record else np.zeros(0, np.int16)
     up = WIRE_RATE // STT_RATE
     cuts = [0, *(x for a, b in pause_at or [] for x in (a, b)), pcm.size]

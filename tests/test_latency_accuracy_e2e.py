@@ -7,6 +7,8 @@ placed one at a time (2 cores: concurrent calls make both sides late); five call
 so that the p5 is not one odd turn alone (with three calls a -40 ms outlier failed one CI run;
 with four, ~20 turns, a clean-clone run saw the rambler's last two turns at -91 and -22 ms, the
 agent hearing its speech end 100 ms after callfleet's record of it, and the p5 at -25.6).
+Those turns ended in a faint Piper tail that Opus moved across -45 dBFS; since the caller's
+voice ends crisply (tests/test_crisp_end.py) the uplink spread is ~3 ms and the whole ~14 ms.
 """
 
 from __future__ import annotations
