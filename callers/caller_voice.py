@@ -47,8 +47,9 @@ class CallerVoice:
         tail = pcm
         pause = np.zeros(int(rate * pause_ms / 1000), np.int16)
         glued = np.concatenate([head, pause, tail])
+        pause_at = [(head.size, head.size + pause.size)]
         return utterance_from_pcm(glued, rate, f"{filler} {text}", mode=mode,
-                                  pause_at=[(head.size, head.size + pause.size)], crisp_end=True)
+                                  pause_at=pause_at, crisp_end=True)
 
     async def speech_rms(self) -> float:
         """Active speech level of this voice at the wire rate (what the noise SNR is set against)."""
