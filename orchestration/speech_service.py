@@ -2,9 +2,11 @@
 started before the caller hosts, deleted when the run ends; callers.speech.serve_speech is
 the hosts' side. Needs callfleet[serve] (Ray's serve extra); imported only when a run asks for it.
 
-Whisper takes requests in @serve.batch batches, decoded together through the short window of
-callers.speech.stt_batch (padding to the longest segment, a loop decoded again alone); on a GPU
-(num_gpus > 0) it runs CUDA float16, where batches pay. Piper speaks a batch's lines one after
+Whisper takes requests through callers.speech.stt_batch's batcher, as `stt: batched` does in a
+host: the most urgent first (the request carries when its caller's reply is due; Serve's own
+@serve.batch is first come, first served), decoded together through its short window (padding
+to the longest segment, a loop decoded again alone); on a GPU (num_gpus > 0) it runs CUDA
+float16, where batches pay. Piper speaks a batch's lines one after
 another (espeak-ng is not thread-safe); its replicas are how it scales. No HTTP proxy is started:
 hosts call the deployments through handles, inside the cluster.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -21,12 +24,14 @@ from ray import serve
 
 from callers.audio import STT_RATE
 from callers.speech.serve_speech import ServeDeploymentConfig, ServeSpeechConfig
-from callers.speech.stt_batch import MAX_BATCH_S, BatchedTranscriber, BatchStats
+from callers.speech.stt_batch import BatchedTranscriber, BatchStats
 from callers.speech.tts import Synthesizer
 
 log = logging.getLogger(__name__)
 
 CONTROLLER = ("SERVE_CONTROLLER_ACTOR", "serve")  # Serve's controller actor: name, namespace
+MAX_ONGOING = 32
+STATS_ASKS = 8  # stats requests per replica at the run's end (Serve picks the replica)
 
 
 class WhisperReplica:
@@ -36,25 +41,18 @@ class WhisperReplica:
                  num_cpus: float = 1.0) -> None:
         # CTranslate2 gets the cores the replica reserved (one at least).
         self.stt = BatchedTranscriber(device="cuda" if num_gpus > 0 else "cpu",
-                                      cpu_threads=max(1, int(num_cpus)))
-        self.transcribe_batch.set_max_batch_size(max_batch_size)
-        self.transcribe_batch.set_batch_wait_timeout_s(batch_wait_ms / 1000)
+                                      cpu_threads=max(1, int(num_cpus)),
+                                      window_ms=batch_wait_ms, max_batch=max_batch_size)
         self.stt.decode_batch([(np.zeros(STT_RATE, np.int16), None)])  # the first decode is slow
         self.stt.stats = BatchStats()
 
-    async def transcribe(self, audio16k: np.ndarray, prompt: str | None) -> str:
-        if audio16k.size > MAX_BATCH_S * STT_RATE:  # longer than Whisper's window: alone
-            return (await self.stt.alone.transcribe(audio16k, prompt)).text
-        return await self.transcribe_batch(audio16k, prompt)
-
-    @serve.batch  # sizes set per replica in __init__
-    async def transcribe_batch(self, audios: list[np.ndarray],
-                               prompts: list[str | None]) -> list[str]:
-        items = list(zip(audios, prompts, strict=True))
-        return [t.text for t in await asyncio.to_thread(self.stt.decode_batch, items)]
+    async def transcribe(self, audio16k: np.ndarray, prompt: str | None,
+                         needed_in_s: float | None = None) -> str:
+        """A request cancelled by its caller (timed out) is dropped before its decode."""
+        return (await self.stt.transcribe(audio16k, prompt, needed_in_s=needed_in_s)).text
 
     def stats(self) -> dict[str, Any]:
-        return self.stt.stats.as_dict()
+        return {"replica": _replica_id(), **asdict(self.stt.stats)}
 
 
 class PiperReplica:
@@ -91,16 +89,34 @@ class PiperReplica:
         return out
 
     def stats(self) -> dict[str, Any]:
-        return {"lines": self.lines}
+        return {"replica": _replica_id(), "lines": self.lines}
+
+
+def _replica_id() -> str:
+    try:
+        return serve.get_replica_context().replica_id.unique_id
+    except Exception:  # outside a Serve replica (a unit test)
+        return "local"
+
+
+def merged_stats(kind: str, per_replica: list[dict[str, Any]]) -> dict[str, Any]:
+    """One deployment's counts summed over its replicas (each reported once)."""
+    sums: dict[str, float] = {}
+    for counts in per_replica:
+        for key, value in counts.items():
+            if key != "replica":
+                sums[key] = sums.get(key, 0) + value
+    out = BatchStats(**sums).as_dict() if kind == "stt" else sums
+    return {**out, "replicas_reporting": len(per_replica)}
 
 
 def _deployment(cls: type, options: ServeDeploymentConfig, name: str, **args: Any):
     return serve.deployment(
         cls, name=name, num_replicas=options.replicas,
         ray_actor_options={"num_cpus": options.num_cpus, "num_gpus": options.num_gpus},
-        # Enough requests in hand per replica to fill a few batches; the rest queue at the
-        # callers' handles.
-        max_ongoing_requests=max(16, 4 * options.max_batch_size),
+        # Requests in hand per replica: a few batches, and enough that the most urgent among
+        # them goes first (the rest queue at the callers' handles, first come first served).
+        max_ongoing_requests=max(MAX_ONGOING, 4 * options.max_batch_size),
     ).bind(**args)
 
 
@@ -147,11 +163,17 @@ class SpeechService:
             serve.run(app, name=name, route_prefix=None, blocking=False)
 
     def stats(self) -> dict[str, Any]:
-        """Each application's replica stats (one replica's: a sample), for the run summary."""
+        """Each application's counts over its replicas, for the run summary. A handle call
+        reaches one replica, chosen by Serve: asking STATS_ASKS times per replica reaches each
+        one with odds ~1 - e^-8 (replicas_reporting says how many did)."""
         out = {}
         for kind, name in self.names.items():
+            replicas = getattr(self.config, kind).replicas
             try:
-                out[kind] = serve.get_app_handle(name).stats.remote().result(timeout_s=10)
+                handle = serve.get_app_handle(name)
+                asks = [handle.stats.remote() for _ in range(STATS_ASKS * replicas)]
+                seen = {s["replica"]: s for s in (a.result(timeout_s=10) for a in asks)}
+                out[kind] = {**merged_stats(kind, list(seen.values())), "replicas": replicas}
             except Exception as e:
                 out[kind] = {"error": type(e).__name__}
         return out

@@ -50,18 +50,18 @@ async def _says(text):
 
 
 async def test_transcribe_sends_audio_and_prompt_and_returns_the_text():
-    async def heard(audio, prompt):
-        return f"{audio.size} samples, asked {prompt}"
+    async def heard(audio, prompt, needed_in_s):
+        return f"{audio.size} samples, asked {prompt}, due in {needed_in_s} s"
 
     handle = FakeHandle(transcribe=heard)
     stt = ServeTranscriber(handle, "callfleet-stt-r1", timeout_s=1.0)
     result = await stt.transcribe(np.zeros(1600, np.int16), "your name?", needed_in_s=0.3)
-    assert result.text == "1600 samples, asked your name?"
+    assert result.text == "1600 samples, asked your name?, due in 0.3 s"
     assert result.seconds >= 0 and stt.requests == 1
 
 
 async def test_a_deployment_that_does_not_answer_is_tried_twice_then_fails_the_call_named():
-    async def never(audio, prompt):
+    async def never(audio, prompt, needed_in_s):
         await asyncio.sleep(60)
 
     handle = FakeHandle(transcribe=never)
@@ -90,7 +90,7 @@ async def test_a_replica_error_fails_the_call_with_its_first_line_only():
 async def test_a_first_try_that_fails_is_answered_by_the_second():
     tries = []
 
-    async def flaky(audio, prompt):
+    async def flaky(audio, prompt, needed_in_s):
         tries.append(1)
         if len(tries) == 1:
             raise ConnectionError("replica restarting")
@@ -98,6 +98,46 @@ async def test_a_first_try_that_fails_is_answered_by_the_second():
 
     stt = ServeTranscriber(FakeHandle(transcribe=flaky), "app", timeout_s=1.0)
     assert (await stt.transcribe(np.zeros(160, np.int16))).text == "my name is John"
+
+
+async def test_the_whisper_replica_decodes_the_most_urgent_request_it_holds_first(monkeypatch):
+    from callers.speech.stt import Transcript
+    from orchestration.speech_service import WhisperReplica
+
+    replica = WhisperReplica(num_gpus=0, max_batch_size=1, batch_wait_ms=0)
+    clips = [np.full(1600 * (i + 1), 100 * (i + 1), np.int16) for i in range(4)]
+    order: list[int] = []
+
+    def decode(items):
+        order.append(next(i for i, c in enumerate(clips) if c is items[0][0]))
+        return [Transcript(f"clip {order[-1]}", 0.0) for _ in items]
+
+    monkeypatch.setattr(replica.stt, "decode_batch", decode)
+    try:
+        # held together: replies due in 1.5 s, (none: a call's last words), 2 s and 0.7 s
+        texts = await asyncio.gather(replica.transcribe(clips[0], None, 1.5),
+                                     replica.transcribe(clips[1], None),
+                                     replica.transcribe(clips[2], None, 2.0),
+                                     replica.transcribe(clips[3], "a prompt", 0.7))
+        assert order == [3, 0, 2, 1]
+        assert texts == ["clip 0", "clip 1", "clip 2", "clip 3"]
+    finally:
+        replica.stt.close()
+
+
+def test_the_summary_sums_every_replicas_counts():
+    from orchestration.speech_service import merged_stats
+
+    one = {"replica": "a", "batches": 3, "segments": 6, "fallbacks": 1, "dropped": 0,
+           "past_due": 2, "decode_s": 0.3, "wait_s": 0.6}
+    two = {"replica": "b", "batches": 1, "segments": 1, "fallbacks": 0, "dropped": 1,
+           "past_due": 0, "decode_s": 0.1, "wait_s": 0.1}
+    stt = merged_stats("stt", [one, two])
+    assert (stt["batches"], stt["segments"], stt["past_due"], stt["dropped"]) == (4, 7, 2, 1)
+    assert stt["mean_batch"] == 1.75 and stt["decode_ms_per_batch"] == 100.0
+    assert stt["queued_ms_mean"] == 100.0 and stt["replicas_reporting"] == 2
+    tts = merged_stats("tts", [{"replica": "a", "lines": 5}, {"replica": "b", "lines": 7}])
+    assert tts == {"lines": 12, "replicas_reporting": 2}
 
 
 async def test_the_synthesizer_asks_the_voice_once_and_sends_everything_that_selects_audio():

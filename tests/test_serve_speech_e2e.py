@@ -60,6 +60,7 @@ def test_a_run_hears_and_speaks_through_its_own_serve_deployments(tmp_path):
     served = summary["speech_service"]
     agent_turns = sum(1 for r in records for t in r["turns"] if t["speaker"] == "agent")
     assert served["stt"]["segments"] >= agent_turns, served
+    assert served["stt"]["replicas_reporting"] == served["stt"]["replicas"] == 1, served
     assert served["tts"]["lines"] > 0, served
 
 

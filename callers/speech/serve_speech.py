@@ -115,7 +115,8 @@ class ServeTranscriber(ServeClient):
     async def transcribe(self, audio16k: np.ndarray, prompt: str | None = None, *,
                          needed_in_s: float | None = None) -> Transcript:
         began = time.perf_counter()
-        text = await self.request("transcribe", audio16k, prompt)
+        # the deployment decodes the most urgent request it holds first, as stt: batched does
+        text = await self.request("transcribe", audio16k, prompt, needed_in_s)
         return Transcript(text, time.perf_counter() - began)
 
 
