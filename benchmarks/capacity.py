@@ -368,8 +368,8 @@ def merged(stt: str, entry: dict) -> dict:
                   "(speech: {stt: ...}; service: STT and TTS on a loopback OpenAI-compatible "
                   "speech service pinned to core 1 too; serve: on the run's Ray Serve "
                   "deployments, pinned to core 1 too). A level sustains when every call "
-                  "completed, the worst "
-                  f"call's pacing p99 <= {PACING_LIMIT_MS:g} ms and the reply-late rate <= "
+                  f"completed, the worst call's pacing p99 <= {PACING_LIMIT_MS:g} ms and the "
+                  "reply-late rate <= "
                   f"{REPLY_LATE_LIMIT:.0%}, for all personas and for the 700 ms ones alone."),
         "callers_per_core_sustained": {name: b["callers_per_core_sustained"]
                                        for name, b in sorted(backends.items())},
